@@ -1,0 +1,323 @@
+//! The command line: `serve` (default), `check [--login]`, `demo`,
+//! `simulate`, `hash-key`. Parses flags, sets up logging, and hands over to
+//! library code; a bad config exits with status 2.
+
+use std::io::Read as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio::net::TcpListener;
+
+use crate::config::{Config, PrincipalKind};
+use crate::proxy::App;
+
+/// Local authenticating reverse proxy for the Oracle B2C Service Knowledge
+/// Advanced REST API.
+#[derive(Parser, Debug)]
+#[command(name = "kmproxy", version, about, long_about = None)]
+pub struct Cli {
+    /// Config file [default: $KMPROXY_CONFIG, then ./kmproxy.toml]
+    #[arg(long, global = true, env = "KMPROXY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the proxy (the default command).
+    Serve,
+    /// Validate the config and print a redacted summary.
+    Check {
+        /// Also log every principal in against the upstream and report each.
+        #[arg(long)]
+        login: bool,
+    },
+    /// Run the built-in Knowledge Advanced simulator and a proxy in front of it, ready to curl.
+    Demo {
+        /// Proxy (data plane) address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Admin address.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin_listen: SocketAddr,
+        /// Simulator address.
+        #[arg(long, default_value = "127.0.0.1:7002")]
+        sim_listen: SocketAddr,
+    },
+    /// Run the Knowledge Advanced simulator alone (tests, compose, local development).
+    Simulate {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7002")]
+        listen: SocketAddr,
+    },
+    /// Read a caller key on stdin and print the value for `key_sha256`.
+    HashKey,
+}
+
+/// Entry point used by `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    if let Some(Command::HashKey) = cli.command {
+        return hash_key();
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kmproxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    let config_path = cli.config.clone().unwrap_or_else(|| PathBuf::from("kmproxy.toml"));
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(&config_path).await,
+        Command::Check { login } => check(&config_path, login).await,
+        Command::Demo {
+            listen,
+            admin_listen,
+            sim_listen,
+        } => demo(listen, admin_listen, sim_listen).await,
+        Command::Simulate { listen } => simulate(listen).await,
+        Command::HashKey => hash_key(),
+    }
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprint!("kmproxy: invalid configuration\n{e}");
+        ExitCode::from(2)
+    })
+}
+
+async fn serve(path: &Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => Arc::new(c),
+        Err(code) => return code,
+    };
+    let app = match App::new(Arc::clone(&config)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("kmproxy: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match TcpListener::bind(config.server.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("kmproxy: cannot listen on {}: {e}", config.server.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let until = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let admin = match config.server.admin_listen {
+        Some(addr) => match TcpListener::bind(addr).await {
+            Ok(l) => {
+                tracing::info!(%addr, "admin listening");
+                Some(tokio::spawn(crate::admin::serve(Arc::clone(&app), l, until())))
+            }
+            Err(e) => {
+                eprintln!("kmproxy: cannot listen on {addr} (server.admin_listen): {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    // Warm up: fetch the integration token now, so readiness turns green
+    // without waiting for the first call.
+    if !config.principals.is_empty() {
+        let tokens = app.tokens.clone();
+        tokio::spawn(async move {
+            let _ = tokens.credentials(0).await;
+        });
+    }
+    tracing::info!(addr = %config.server.listen, upstream = %config.upstream.base_url, "kmproxy listening");
+    let data = crate::server::serve(app, listener, async move {
+        crate::server::shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    })
+    .await;
+    if let Some(a) = admin {
+        let _ = a.await;
+    }
+    match data {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kmproxy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn check(path: &Path, login: bool) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => Arc::new(c),
+        Err(code) => return code,
+    };
+    println!("{}: ok", path.display());
+    print!("{}", summary(&config));
+    if !login {
+        return ExitCode::SUCCESS;
+    }
+    let app = match App::new(Arc::clone(&config)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("kmproxy: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    println!("\nlogging in:");
+    let mut failed = false;
+    for (i, p) in config.principals.iter().enumerate() {
+        match app.tokens.credentials(i).await {
+            Ok(_) => println!("  {:<20} ok", p.name),
+            Err(e) => {
+                failed = true;
+                println!("  {:<20} FAILED: {e}", p.name);
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The redacted summary `check` prints.
+pub fn summary(c: &Config) -> String {
+    let mut s = String::new();
+    let admin = c.server.admin_listen.map_or("off".to_owned(), |a| a.to_string());
+    s += &format!("  listen           {} (admin {admin})\n", c.server.listen);
+    s += &format!("  upstream         {} (search {})\n", c.upstream.base_url, c.upstream.search_base_url);
+    s += &format!("  site / locale    {} / {}\n", c.upstream.site_name, c.upstream.locale);
+    s += &format!("  api user         {} password {}\n", c.api_user.login, c.api_user.password);
+    s += &format!(
+        "  tokens           lifetime {}, renewed {} before\n",
+        humantime::format_duration(c.tokens.lifetime),
+        humantime::format_duration(c.tokens.refresh_before)
+    );
+    let default = c.server.default_principal.map_or("none (401)".to_owned(), |p| c.principals[p].name.clone());
+    s += &format!("  default          {default}\n  principals:\n");
+    for p in &c.principals {
+        match &p.kind {
+            PrincipalKind::Anonymous => s += &format!("    {:<18} anonymous\n", p.name),
+            PrincipalKind::Bearer => s += &format!("    {:<18} bearer\n", p.name),
+            PrincipalKind::User {
+                external_type,
+                user,
+                password,
+            } => {
+                s += &format!(
+                    "    {:<18} {} user {user} password {password}\n",
+                    p.name,
+                    external_type.as_str().to_lowercase()
+                )
+            }
+        }
+    }
+    s += "  callers:\n";
+    for caller in &c.callers {
+        let act_as: Vec<&str> = caller.act_as.iter().map(|&p| c.principals[p].name.as_str()).collect();
+        s += &format!(
+            "    {:<18} -> {}{}\n",
+            caller.name,
+            c.principals[caller.principal].name,
+            if act_as.is_empty() {
+                String::new()
+            } else {
+                format!(" (may act as {})", act_as.join(", "))
+            }
+        );
+    }
+    s
+}
+
+async fn demo(listen: SocketAddr, admin: SocketAddr, sim: SocketAddr) -> ExitCode {
+    let addrs = crate::demo::DemoAddrs {
+        proxy: listen,
+        admin,
+        sim,
+    };
+    let demo = match crate::demo::Demo::start(addrs).await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("kmproxy demo: {e}\n(use --listen, --admin-listen and --sim-listen to pick other ports)");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{}", demo.banner());
+    crate::server::shutdown_signal().await;
+    demo.stop().await;
+    ExitCode::SUCCESS
+}
+
+async fn simulate(listen: SocketAddr) -> ExitCode {
+    let listener = match TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("kmproxy simulate: cannot listen on {listen}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let sim = crate::sim::Simulator::new(crate::sim::SimConfig::default());
+    println!(
+        "Knowledge Advanced simulator on http://{listen} (site ORACLE_KNOWLEDGE; API user apiuser/apipass1, \
+         console user okcsuser/Password1, web user webuser/Password1, bearer demo-jwt)"
+    );
+    match sim.serve(listener, crate::server::shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kmproxy simulate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn hash_key() -> ExitCode {
+    let mut key = String::new();
+    if let Err(e) = std::io::stdin().read_to_string(&mut key) {
+        eprintln!("kmproxy hash-key: cannot read stdin: {e}");
+        return ExitCode::from(2);
+    }
+    let key = key.trim_end_matches(['\n', '\r']);
+    if key.is_empty() {
+        eprintln!("kmproxy hash-key: the key on stdin is empty");
+        return ExitCode::from(2);
+    }
+    println!("{}", crate::callers::hash_key(key.as_bytes()));
+    ExitCode::SUCCESS
+}

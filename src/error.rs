@@ -1,0 +1,97 @@
+//! Errors kmproxy answers itself, and their one mapping to an HTTP answer in
+//! Oracle's error shape, so clients' existing error handling keeps working:
+//! `{"error":{"title":..,"errorCode":"KMPROXY-..","type":"PROXY","detail":..},"errorDetails":[]}`.
+
+use std::time::Duration;
+
+use axum::response::{IntoResponse, Response};
+use http::{header, HeaderValue, StatusCode};
+
+use crate::kmauthtoken::CallerTokenError;
+use crate::tokens::TokenError;
+
+/// A failure on the data path, named after its cause.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("the caller key matches no caller")]
+    UnknownCaller,
+    #[error("no caller key was sent and there is no default principal")]
+    NoCallerKey,
+    #[error("principal `{0}` needs an `Authorization: Bearer` header from the caller")]
+    MissingBearer(String),
+    #[error("caller `{caller}` may not act as `{principal}`")]
+    ActAsDenied { caller: String, principal: String },
+    #[error("authentication endpoints are not reachable through kmproxy")]
+    AuthPath,
+    #[error("only /km/api/ and /srt/api/ are served")]
+    NotFound,
+    #[error("the path contains dot segments, empty segments or encoded separators")]
+    BadPath,
+    #[error("{0}")]
+    BadKmauthtoken(#[from] CallerTokenError),
+    #[error("the request body is larger than {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("the request body could not be read")]
+    BodyRead,
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("the upstream could not be reached or answered badly: {0}")]
+    Upstream(String),
+    #[error("the upstream did not answer within {0:?}")]
+    UpstreamTimeout(Duration),
+}
+
+impl ProxyError {
+    /// Status, title and `errorCode` of the answer.
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        use ProxyError::*;
+        match self {
+            UnknownCaller => (StatusCode::UNAUTHORIZED, "Unknown caller key", "KMPROXY-CALLER"),
+            NoCallerKey => (StatusCode::UNAUTHORIZED, "Caller key required", "KMPROXY-CALLER"),
+            MissingBearer(_) => (StatusCode::UNAUTHORIZED, "Bearer token required", "KMPROXY-BEARER"),
+            ActAsDenied { .. } => (StatusCode::FORBIDDEN, "Act-as not allowed", "KMPROXY-ACT-AS"),
+            AuthPath => (StatusCode::FORBIDDEN, "Authentication is kmproxy's job", "KMPROXY-AUTH-PATH"),
+            NotFound => (StatusCode::NOT_FOUND, "Not a Knowledge Advanced API path", "KMPROXY-NOT-FOUND"),
+            BadPath => (StatusCode::BAD_REQUEST, "Path not allowed", "KMPROXY-PATH"),
+            BadKmauthtoken(_) => (StatusCode::BAD_REQUEST, "Invalid kmauthtoken", "KMPROXY-KMAUTHTOKEN"),
+            BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "Request body too large", "KMPROXY-BODY-LIMIT"),
+            BodyRead => (StatusCode::BAD_REQUEST, "Request body unreadable", "KMPROXY-BODY"),
+            Token(TokenError::Parked { .. }) => (StatusCode::BAD_GATEWAY, "Login rejected", "KMPROXY-LOGIN-REJECTED"),
+            Token(TokenError::Backoff { .. }) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "Login backing off", "KMPROXY-LOGIN-BACKOFF")
+            }
+            Token(TokenError::Timeout { .. }) => (StatusCode::GATEWAY_TIMEOUT, "Login timed out", "KMPROXY-TIMEOUT"),
+            Token(TokenError::Failed { .. }) => (StatusCode::BAD_GATEWAY, "Login failed", "KMPROXY-LOGIN"),
+            Upstream(_) => (StatusCode::BAD_GATEWAY, "Upstream unavailable", "KMPROXY-UPSTREAM"),
+            UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "Upstream timeout", "KMPROXY-TIMEOUT"),
+        }
+    }
+
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+}
+
+/// The Oracle-shaped JSON error body.
+pub fn error_body(title: &str, code: &str, detail: &str) -> String {
+    serde_json::json!({
+        "error": {"title": title, "errorPath": null, "errorCode": code, "type": "PROXY", "detail": detail},
+        "errorDetails": [],
+    })
+    .to_string()
+}
+
+impl IntoResponse for ProxyError {
+    fn into_response(self) -> Response {
+        let (status, title, code) = self.parts();
+        let mut res = (status, error_body(title, code, &self.to_string())).into_response();
+        let headers = res.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let ProxyError::Token(TokenError::Backoff { retry_after, .. }) = &self {
+            let secs = retry_after.as_secs().max(1);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        res
+    }
+}

@@ -1,0 +1,268 @@
+//! The `kmauthtoken` header: parsing what a caller sent and writing what the
+//! upstream gets.
+//!
+//! The upstream value is a JSON object. Precedence, highest first: kmproxy's
+//! `siteName` and tokens; the caller's non-secret fields; the configured
+//! `kmauthtoken_extra`; the configured `locale` as `localeId`. A principal's
+//! value is built once per token ([`Prefix::finish`] with no caller fields);
+//! only a call that brings its own `kmauthtoken` pays for a merge.
+
+use std::fmt::Write as _;
+
+use http::HeaderValue;
+use secrecy::{ExposeSecret, SecretString};
+
+/// Caller fields kmproxy keeps; every other field a caller sends (tokens
+/// above all) is dropped.
+pub const CALLER_FIELDS: &[&str] = &[
+    "localeId",
+    "knowledgeInteractionId",
+    "interactionIdGenerated",
+    "referrer",
+    "querySource",
+    "appId",
+    "interfaceId",
+    "captureAnalytics",
+];
+
+/// Largest caller `kmauthtoken` accepted, in bytes.
+pub const MAX_CALLER_LEN: usize = 8 * 1024;
+
+/// Longest `knowledgeInteractionId` the upstream accepts.
+pub const MAX_INTERACTION_ID: usize = 64;
+
+/// Why a caller's `kmauthtoken` was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CallerTokenError {
+    #[error("kmauthtoken is longer than {MAX_CALLER_LEN} bytes")]
+    TooLong,
+    #[error("kmauthtoken is not a JSON object")]
+    NotJson,
+    #[error("kmauthtoken field `{0}` must be a string")]
+    NotString(&'static str),
+    #[error("knowledgeInteractionId is longer than {MAX_INTERACTION_ID} characters")]
+    InteractionIdTooLong,
+}
+
+/// The non-secret fields a caller sent, in [`CALLER_FIELDS`] order.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CallerFields(Vec<(&'static str, String)>);
+
+impl CallerFields {
+    /// Parses a caller's header value, keeping only [`CALLER_FIELDS`].
+    /// `null` values count as absent; other non-string values are refused.
+    pub fn parse(raw: &[u8]) -> Result<Self, CallerTokenError> {
+        if raw.len() > MAX_CALLER_LEN {
+            return Err(CallerTokenError::TooLong);
+        }
+        let map: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(raw).map_err(|_| CallerTokenError::NotJson)?;
+        let mut out = Vec::new();
+        for &name in CALLER_FIELDS {
+            match map.get(name) {
+                None | Some(serde_json::Value::Null) => {}
+                Some(serde_json::Value::String(s)) => {
+                    if name == "knowledgeInteractionId" && s.chars().count() > MAX_INTERACTION_ID {
+                        return Err(CallerTokenError::InteractionIdTooLong);
+                    }
+                    out.push((name, s.clone()));
+                }
+                Some(_) => return Err(CallerTokenError::NotString(name)),
+            }
+        }
+        Ok(Self(out))
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// True when the caller sent none of the kept fields.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The token part of a principal's `kmauthtoken`: `{"siteName":..,` plus
+/// the tokens, not yet closed. Secret, since it holds tokens.
+pub struct Prefix(SecretString);
+
+impl std::fmt::Debug for Prefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Prefix([REDACTED])")
+    }
+}
+
+/// The configured, token-independent fields.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    /// `kmauthtoken_extra`, in config order.
+    pub extra: Vec<(String, String)>,
+    /// The configured `locale`.
+    pub locale: String,
+}
+
+impl Prefix {
+    /// Starts a value holding `siteName` and the tokens.
+    pub fn new(site_name: &str, integration: &str, user: Option<&str>) -> Self {
+        let mut s = String::with_capacity(64 + integration.len() + user.map_or(0, str::len));
+        s.push('{');
+        push_field(&mut s, "siteName", site_name);
+        push_field(&mut s, "integrationUserToken", integration);
+        if let Some(u) = user {
+            push_field(&mut s, "userToken", u);
+        }
+        Self(SecretString::from(s))
+    }
+
+    /// Completes the value with the caller's fields, then the configured ones.
+    pub fn finish(&self, caller: &CallerFields, defaults: &Defaults) -> HeaderValue {
+        let prefix = self.0.expose_secret();
+        let mut s = String::with_capacity(prefix.len() + 128);
+        s.push_str(prefix);
+        for (k, v) in &caller.0 {
+            push_field(&mut s, k, v);
+        }
+        for (k, v) in &defaults.extra {
+            if caller.get(k).is_none() {
+                push_field(&mut s, k, v);
+            }
+        }
+        let has_locale =
+            caller.get("localeId").is_some() || defaults.extra.iter().any(|(k, _)| k == "localeId");
+        if !has_locale {
+            push_field(&mut s, "localeId", &defaults.locale);
+        }
+        s.pop(); // the trailing comma
+        s.push('}');
+        // JSON from serde_json escapes every control character, so the
+        // value is always a valid header value; fall back defensively.
+        let mut v = HeaderValue::try_from(s).unwrap_or_else(|_| HeaderValue::from_static("{}"));
+        v.set_sensitive(true);
+        v
+    }
+}
+
+/// Appends `"key":"value",` with JSON escaping (non-ASCII escaped too, so
+/// the header stays visible ASCII).
+fn push_field(s: &mut String, key: &str, value: &str) {
+    push_json_str(s, key);
+    s.push(':');
+    push_json_str(s, value);
+    s.push(',');
+}
+
+fn push_json_str(s: &mut String, v: &str) {
+    s.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => s.push_str("\\\""),
+            '\\' => s.push_str("\\\\"),
+            c if (c as u32) < 0x20 || (c as u32) >= 0x7f => {
+                let mut buf = [0u16; 2];
+                for unit in c.encode_utf16(&mut buf) {
+                    let _ = write!(s, "\\u{unit:04x}");
+                }
+            }
+            c => s.push(c),
+        }
+    }
+    s.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn defaults() -> Defaults {
+        Defaults {
+            extra: vec![("interfaceId".into(), "1".into()), ("appId".into(), "cfg".into())],
+            locale: "en_US".into(),
+        }
+    }
+
+    fn parse(v: &HeaderValue) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::from_slice(v.as_bytes()).expect("valid JSON")
+    }
+
+    #[test]
+    fn caller_tokens_are_dropped_and_fields_kept() {
+        let caller = CallerFields::parse(
+            br#"{"integrationUserToken":"forged","userToken":"forged","siteName":"evil","localeId":"fr_FR","knowledgeInteractionId":"K1","other":"x"}"#,
+        )
+        .expect("parses");
+        let v = Prefix::new("SITE", "INT", Some("USR")).finish(&caller, &defaults());
+        let m = parse(&v);
+        assert_eq!(m["siteName"], "SITE");
+        assert_eq!(m["integrationUserToken"], "INT");
+        assert_eq!(m["userToken"], "USR");
+        assert_eq!(m["localeId"], "fr_FR");
+        assert_eq!(m["knowledgeInteractionId"], "K1");
+        assert_eq!(m["interfaceId"], "1");
+        assert!(!m.contains_key("other"));
+        assert!(v.is_sensitive());
+    }
+
+    #[test]
+    fn caller_fields_win_over_extra_and_locale_is_last() {
+        let caller = CallerFields::parse(br#"{"appId":"mine"}"#).expect("parses");
+        let m = parse(&Prefix::new("S", "I", None).finish(&caller, &defaults()));
+        assert_eq!(m["appId"], "mine");
+        assert_eq!(m["localeId"], "en_US");
+        assert!(!m.contains_key("userToken"));
+    }
+
+    #[test]
+    fn refusals() {
+        assert_eq!(CallerFields::parse(b"not json"), Err(CallerTokenError::NotJson));
+        assert_eq!(CallerFields::parse(b"[1]"), Err(CallerTokenError::NotJson));
+        assert_eq!(
+            CallerFields::parse(br#"{"localeId":{"a":1}}"#),
+            Err(CallerTokenError::NotString("localeId"))
+        );
+        let long = format!(r#"{{"knowledgeInteractionId":"{}"}}"#, "k".repeat(65));
+        assert_eq!(CallerFields::parse(long.as_bytes()), Err(CallerTokenError::InteractionIdTooLong));
+        let huge = vec![b' '; MAX_CALLER_LEN + 1];
+        assert_eq!(CallerFields::parse(&huge), Err(CallerTokenError::TooLong));
+        let deep = "[".repeat(5000);
+        assert_eq!(CallerFields::parse(deep.as_bytes()), Err(CallerTokenError::NotJson));
+    }
+
+    proptest! {
+        /// Whatever the caller sends, the result is valid JSON whose tokens
+        /// and site are kmproxy's, and whose other fields are the caller's
+        /// kept strings or the configured ones.
+        #[test]
+        fn merge_never_lets_caller_set_tokens(
+            fields in proptest::collection::vec(
+                (prop_oneof![
+                    Just("integrationUserToken".to_string()), Just("userToken".to_string()),
+                    Just("siteName".to_string()), Just("localeId".to_string()),
+                    Just("appId".to_string()), Just("referrer".to_string()), "[a-zA-Z]{1,8}"
+                ], "\\PC{0,20}"),
+                0..8),
+            user in proptest::option::of("[A-Za-z0-9+/=]{1,40}"),
+        ) {
+            let obj: serde_json::Map<String, serde_json::Value> =
+                fields.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+            let raw = serde_json::to_vec(&obj).expect("serialises");
+            let caller = CallerFields::parse(&raw).expect("strings only");
+            let v = Prefix::new("SITE", "INT+/=", user.as_deref()).finish(&caller, &defaults());
+            let m = parse(&v);
+            prop_assert_eq!(&m["siteName"], "SITE");
+            prop_assert_eq!(&m["integrationUserToken"], "INT+/=");
+            prop_assert_eq!(m.get("userToken").and_then(|u| u.as_str()), user.as_deref());
+            for (k, val) in &m {
+                if RESERVED.contains(&k.as_str()) { continue; }
+                prop_assert!(CALLER_FIELDS.contains(&k.as_str()), "unexpected field {}", k);
+                match obj.get(k) {
+                    Some(sent) => prop_assert_eq!(val, sent),
+                    None => prop_assert!(k == "localeId" || defaults().extra.iter().any(|(ek, _)| ek == k)),
+                }
+            }
+        }
+    }
+
+    const RESERVED: &[&str] = crate::config::RESERVED_KMAUTHTOKEN_FIELDS;
+}

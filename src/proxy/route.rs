@@ -1,0 +1,117 @@
+//! Which upstream a path belongs to, and which paths are refused before
+//! anything is forwarded: outside the two API roots (404), the
+//! authentication endpoints (403), and path shapes that could reach them
+//! by another spelling (dot segments, empty segments, encoded separators,
+//! backslashes: 400).
+
+use std::borrow::Cow;
+
+use crate::error::ProxyError;
+
+/// The API a path belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// `/km/api/...` → `base_url`.
+    Content,
+    /// `/srt/api/...` → `search_base_url`.
+    Search,
+}
+
+/// Classifies a request path (as received, still percent-encoded).
+pub fn classify(path: &str) -> Result<Api, ProxyError> {
+    let api = if path.starts_with("/km/api/") {
+        Api::Content
+    } else if path.starts_with("/srt/api/") {
+        Api::Search
+    } else {
+        return Err(ProxyError::NotFound);
+    };
+    // segments: "", "km", "api", version, ...
+    let last = path.split('/').count() - 1;
+    for (i, raw) in path.split('/').enumerate().skip(1) {
+        let seg = decode(raw).ok_or(ProxyError::BadPath)?;
+        if (raw.is_empty() && i != last) || seg == "." || seg == ".." {
+            return Err(ProxyError::BadPath);
+        }
+        // Java servers drop `;params` from a segment: judge what they see.
+        let name = seg.split(';').next().unwrap_or("");
+        if (i == 3 || i == 4) && name.eq_ignore_ascii_case("auth") {
+            return Err(ProxyError::AuthPath);
+        }
+    }
+    Ok(api)
+}
+
+/// Percent-decodes a segment (without allocating when there is nothing to
+/// decode); `None` if it hides a separator (`/`, `\`), a NUL, or is not
+/// valid UTF-8.
+fn decode(raw: &str) -> Option<Cow<'_, str>> {
+    if raw.contains('\\') {
+        return None;
+    }
+    if !raw.contains('%') {
+        return Some(Cow::Borrowed(raw));
+    }
+    let s = String::from_utf8(percent_decode(raw.as_bytes())?).ok()?;
+    if s.contains(['/', '\\', '\0']) {
+        return None;
+    }
+    Some(Cow::Owned(s))
+}
+
+fn percent_decode(b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b.get(i + 1..i + 3)?;
+            let v = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roots() {
+        assert_eq!(classify("/km/api/latest/content").ok(), Some(Api::Content));
+        assert_eq!(classify("/srt/api/v1/search/question").ok(), Some(Api::Search));
+        assert_eq!(classify("/km/api/latest/content/").ok(), Some(Api::Content));
+        assert!(matches!(classify("/"), Err(ProxyError::NotFound)));
+        assert!(matches!(classify("/km/apix"), Err(ProxyError::NotFound)));
+        assert!(matches!(classify("/admin"), Err(ProxyError::NotFound)));
+    }
+
+    #[test]
+    fn auth_in_any_spelling_is_refused() {
+        for p in [
+            "/km/api/latest/auth/integration/authorize",
+            "/km/api/v1/AUTH/authorize",
+            "/km/api/auth/integration/authorize",
+            "/km/api/latest/%61uth/authorize",
+            "/km/api/latest/auth;jsessionid=1/authorize",
+        ] {
+            assert!(matches!(classify(p), Err(ProxyError::AuthPath)), "{p}");
+        }
+        for p in [
+            "/km/api/latest/../auth/authorize",
+            "/km/api/latest/%2e%2e/auth/authorize",
+            "/km/api/latest/content/%2F../auth",
+            "/km/api//latest/auth/authorize",
+            "/km/api/latest/.%2e/x",
+            "/km/api/latest\\..\\auth",
+            "/km/api/latest/%zz",
+        ] {
+            assert!(matches!(classify(p), Err(ProxyError::BadPath)), "{p}");
+        }
+        assert!(classify("/km/api/latest/content/auth").is_ok());
+    }
+}

@@ -1,0 +1,160 @@
+//! The large streamed body of `GET /km/api/{ver}/content/blob?bytes=N`.
+//!
+//! Byte `i` of the body is `i % 251`. It is produced in 64 KiB chunks sliced
+//! from one shared pattern buffer, so a body of any size costs no memory.
+//! With a known length the answer carries `content-length: N`; with
+//! `chunked=1` it does not. With `fail_after=M` (M < N) the body stream fails
+//! after M bytes, which makes the server abort the connection mid-body.
+
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use sha2::{Digest, Sha256};
+
+/// Size of each streamed chunk.
+const CHUNK: u64 = 64 * 1024;
+/// The pattern's period.
+const PERIOD: u64 = 251;
+
+/// The pattern from offset 0, one chunk plus one period long, so any chunk
+/// can be sliced from it without copying.
+fn pattern() -> &'static Bytes {
+    static PATTERN: OnceLock<Bytes> = OnceLock::new();
+    PATTERN.get_or_init(|| {
+        (0..CHUNK + PERIOD)
+            .map(|i| (i % PERIOD) as u8)
+            .collect::<Vec<u8>>()
+            .into()
+    })
+}
+
+/// `len` (at most one chunk) pattern bytes starting at body offset `offset`.
+fn chunk_at(offset: u64, len: u64) -> Bytes {
+    let start = (offset % PERIOD) as usize;
+    pattern().slice(start..start + len.min(CHUNK) as usize)
+}
+
+/// Lowercase hex SHA-256 of the first `n` bytes of the blob pattern, for
+/// tests that check a blob went through intact.
+pub fn blob_sha256(n: u64) -> String {
+    let mut hasher = Sha256::new();
+    let mut offset = 0;
+    while offset < n {
+        let len = CHUNK.min(n - offset);
+        hasher.update(chunk_at(offset, len));
+        offset += len;
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// A response body streaming the pattern.
+#[derive(Debug)]
+pub(crate) struct PatternBody {
+    sent: u64,
+    total: u64,
+    /// Fail the stream once this many bytes have gone out.
+    fail_after: Option<u64>,
+    /// Whether the length is announced (`content-length`).
+    exact: bool,
+}
+
+impl PatternBody {
+    pub(crate) fn new(total: u64, chunked: bool, fail_after: Option<u64>) -> Self {
+        Self {
+            sent: 0,
+            total,
+            fail_after: fail_after.filter(|m| *m < total),
+            exact: !chunked,
+        }
+    }
+}
+
+impl http_body::Body for PatternBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let mut limit = this.total;
+        if let Some(m) = this.fail_after {
+            if this.sent >= m {
+                return Poll::Ready(Some(Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "simulated upstream abort (fail_after)",
+                ))));
+            }
+            limit = m;
+        }
+        if this.sent >= this.total {
+            return Poll::Ready(None);
+        }
+        let len = CHUNK.min(limit - this.sent);
+        let chunk = chunk_at(this.sent, len);
+        this.sent += len;
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.fail_after.is_none() && self.sent >= self.total
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.exact {
+            SizeHint::with_exact(self.total - self.sent)
+        } else {
+            SizeHint::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body::Body as _;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn streams_the_pattern_in_chunks() {
+        let n = 3 * CHUNK + 1000;
+        let mut body = PatternBody::new(n, false, None);
+        let mut all = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let data = frame
+                .expect("no error")
+                .into_data()
+                .expect("data frame");
+            assert!(data.len() as u64 <= CHUNK);
+            all.extend_from_slice(&data);
+        }
+        assert_eq!(all.len() as u64, n);
+        assert!(all.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+        assert_eq!(hex::encode(Sha256::digest(&all)), blob_sha256(n));
+    }
+
+    #[tokio::test]
+    async fn fails_after_m_bytes() {
+        let mut body = PatternBody::new(1_000_000, false, Some(100_000));
+        let mut got = 0u64;
+        let err = loop {
+            match body.frame().await {
+                Some(Ok(f)) => got += f.into_data().map(|d| d.len() as u64).unwrap_or(0),
+                Some(Err(e)) => break e,
+                None => panic!("stream ended without the injected error"),
+            }
+        };
+        assert_eq!(got, 100_000);
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionAborted);
+    }
+
+    #[test]
+    fn size_hint_follows_chunked_flag() {
+        assert_eq!(PatternBody::new(10, false, None).size_hint().exact(), Some(10));
+        assert_eq!(PatternBody::new(10, true, None).size_hint().exact(), None);
+    }
+}

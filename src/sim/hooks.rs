@@ -1,0 +1,144 @@
+//! The unauthenticated HTTP test hooks under `/__sim/`, for the demo,
+//! docker compose and black-box tests:
+//!
+//! | request | effect |
+//! |---|---|
+//! | `POST /__sim/expire` | expire every token and interaction id issued so far |
+//! | `GET /__sim/stats` | login counters by kind, user, outcome; request count; pending faults |
+//! | `POST /__sim/fail-logins?status=503&count=3` | answer the next `count` logins with `status` (defaults 503, 1) |
+//! | `POST /__sim/session-error?count=1` | answer the next `count` API calls with a session error (default 1) |
+//! | `POST /__sim/delay?ms=N` | delay every API answer by N ms (0 turns it off) |
+//! | `POST /__sim/reset` | zero the counters and clear injected faults and the delay |
+//!
+//! Hooks answer `{"ok":true}` (stats: the stats object); a bad parameter is a 400.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::state::Shared;
+use super::{LoginKind, LoginOutcome};
+
+/// The `/__sim/` routes; state is supplied by the caller.
+pub(crate) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/__sim/expire", post(expire))
+        .route("/__sim/stats", get(stats))
+        .route("/__sim/fail-logins", post(fail_logins))
+        .route("/__sim/session-error", post(session_error))
+        .route("/__sim/delay", post(delay))
+        .route("/__sim/reset", post(reset))
+}
+
+fn ok() -> Response {
+    Json(json!({ "ok": true })).into_response()
+}
+
+async fn expire(State(shared): State<Arc<Shared>>) -> Response {
+    shared.expire_all();
+    ok()
+}
+
+fn kind_name(kind: LoginKind) -> &'static str {
+    match kind {
+        LoginKind::Integration => "integration",
+        LoginKind::Account => "account",
+        LoginKind::Contact => "contact",
+    }
+}
+
+fn outcome_name(outcome: LoginOutcome) -> &'static str {
+    match outcome {
+        LoginOutcome::Ok => "ok",
+        LoginOutcome::Rejected => "rejected",
+        LoginOutcome::Failed => "failed",
+    }
+}
+
+/// `{"logins":[{kind,user,outcome,count}], "loginTotals":{kind:{outcome:n}},
+/// "totalLogins", "requestCount", "pendingLoginFailures", "pendingSessionErrors", "delayMs"}`.
+pub(crate) fn stats_json(shared: &Shared) -> Value {
+    let counts = shared.login_counts();
+    let mut totals: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
+    for kind in [LoginKind::Integration, LoginKind::Account, LoginKind::Contact] {
+        let per = totals.entry(kind_name(kind)).or_default();
+        for outcome in [LoginOutcome::Ok, LoginOutcome::Rejected, LoginOutcome::Failed] {
+            per.insert(outcome_name(outcome), shared.logins(kind, None, outcome));
+        }
+    }
+    let logins: Vec<Value> = counts
+        .into_iter()
+        .map(|(kind, user, outcome, count)| {
+            json!({
+                "kind": kind_name(kind),
+                "user": user,
+                "outcome": outcome_name(outcome),
+                "count": count,
+            })
+        })
+        .collect();
+    let (login_faults, session_errors) = shared.pending_faults();
+    json!({
+        "logins": logins,
+        "loginTotals": totals,
+        "totalLogins": shared.total_logins(),
+        "requestCount": shared.request_count(),
+        "pendingLoginFailures": login_faults,
+        "pendingSessionErrors": session_errors,
+        "delayMs": u64::try_from(shared.delay().as_millis()).unwrap_or(u64::MAX),
+    })
+}
+
+async fn stats(State(shared): State<Arc<Shared>>) -> Response {
+    Json(stats_json(&shared)).into_response()
+}
+
+#[derive(Deserialize)]
+struct FailLogins {
+    status: Option<u16>,
+    count: Option<u32>,
+}
+
+async fn fail_logins(State(shared): State<Arc<Shared>>, Query(q): Query<FailLogins>) -> Response {
+    let status = q.status.unwrap_or(503);
+    if StatusCode::from_u16(status).is_err() {
+        let body = json!({ "ok": false, "error": "status must be an HTTP status (100-999)" });
+        return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+    }
+    shared.set_login_faults(status, q.count.unwrap_or(1));
+    ok()
+}
+
+#[derive(Deserialize)]
+struct Count {
+    count: Option<u32>,
+}
+
+async fn session_error(State(shared): State<Arc<Shared>>, Query(q): Query<Count>) -> Response {
+    shared.set_session_errors(q.count.unwrap_or(1));
+    ok()
+}
+
+#[derive(Deserialize)]
+struct Delay {
+    ms: u64,
+}
+
+async fn delay(State(shared): State<Arc<Shared>>, Query(q): Query<Delay>) -> Response {
+    shared.set_delay(Duration::from_millis(q.ms));
+    ok()
+}
+
+async fn reset(State(shared): State<Arc<Shared>>) -> Response {
+    shared.reset_counters();
+    shared.reset_faults();
+    ok()
+}

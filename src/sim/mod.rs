@@ -1,0 +1,361 @@
+//! The Knowledge Advanced simulator: an in-process HTTP server that speaks
+//! Oracle's protocol, for `kmproxy demo`, `kmproxy simulate`, the integration
+//! tests and local development.
+//!
+//! It owns the simulated site: API users, console (`ACCOUNT`) and web
+//! (`CONTACT`) users, the tokens it issues, and the knobs tests turn (expiry,
+//! injected faults, delays) together with the counters they read.
+//!
+//! # Protocol
+//!
+//! * `POST /km/api/{ver}/auth/integration/authorize`: API user login (JSON
+//!   body), answers `{"authenticationToken": I}`.
+//! * `POST /km/api/{ver}/auth/authorize`: console/web user login (form body,
+//!   `kmauthtoken` with a valid `integrationUserToken`), answers
+//!   `{"authenticationToken": "<JSON object as a string holding userToken>",
+//!   "user": {...}}`. A contact login whose name is also an account's
+//!   authenticates the account, as Oracle documents.
+//! * Every other `/km/api/{ver}/...` and `/srt/api/{ver}/...` call checks
+//!   `kmauthtoken` (or `Authorization: Bearer` plus the integration token) and
+//!   answers an echo of what it received (see the `api` module for the special
+//!   endpoints: `knowledgeInteraction/startInteraction`, `content/blob`,
+//!   `content/slow`, `content/redirect`).
+//! * `/__sim/...`: unauthenticated test hooks (`expire`, `stats`,
+//!   `fail-logins`, `session-error`, `delay`, `reset`).
+//!
+//! # HTTP statuses
+//!
+//! | situation | status | `errorCode` |
+//! |---|---|---|
+//! | expired/unknown token, content API, JSON | 401 | `OK-SESSION0003` |
+//! | expired/unknown token, content API, XML (`Accept` mentions xml) | 400 | `OK-SESSION0003` |
+//! | expired/unknown token, search API | 403 | `OK-GEN0003` |
+//! | wrong login, password, site or user type at a login | 401 | `OK-AUTH0001` |
+//! | malformed login body, JSON body at user login ("invalid input") | 400 | `OK-GEN0001` |
+//! | missing or unparseable `kmauthtoken` | 400 | `OK-AUTH0003` |
+//! | `siteName` of another site in `kmauthtoken` | 400 | `OK-AUTH0002` |
+//! | unknown bearer token (or any non-bearer `Authorization`) | 401 | `OK-AUTH0005` |
+//! | bearer token together with a `userToken` | 400 | `OK-AUTH0006` |
+//! | unknown/expired `knowledgeInteractionId` | 400 | `OK-SEC0012` |
+//! | search without `interfaceId` | 400 | `OK-SRT0001` |
+//! | injected login fault | as configured | `SIM-INJECTED` |
+//! | path outside the APIs | 404 | `OK-GEN0004` |
+//!
+//! Session errors deliberately vary in status so that a client has to read the
+//! error code. Timestamps use [`tokio::time::Instant`], so a test on a paused
+//! clock can expire tokens with `tokio::time::advance`.
+//!
+//! # Layout
+//!
+//! * `state`: token registry, counters, injected faults.
+//! * `auth`: the two logins and the per-call token check.
+//! * `api`: request dispatch, echo, search, interactions, slow, redirect.
+//! * `blob`: the large streamed body.
+//! * `hooks`: the `/__sim/` HTTP hooks.
+//! * `errors`: Oracle-shaped error bodies in JSON and XML.
+
+mod api;
+mod auth;
+mod blob;
+mod errors;
+mod hooks;
+mod state;
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use blob::blob_sha256;
+use state::Shared;
+
+/// The simulated site: its name, users and accepted OAuth tokens.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The `siteName` every request must carry.
+    pub site_name: String,
+    /// API users, who obtain integration tokens.
+    pub api_users: Vec<SimAccount>,
+    /// Console (`ACCOUNT`) and web (`CONTACT`) users, who obtain user tokens.
+    pub users: Vec<SimUser>,
+    /// OAuth bearer JWTs accepted in `Authorization: Bearer`.
+    pub bearer_tokens: Vec<String>,
+    /// How long an issued token (or interaction id) stays valid; Oracle: 24h.
+    pub token_lifetime: Duration,
+}
+
+impl Default for SimConfig {
+    /// Site `ORACLE_KNOWLEDGE`, API user `apiuser`/`apipass1`, console user
+    /// `okcsuser`/`Password1`, web user `webuser`/`Password1`, bearer `demo-jwt`.
+    fn default() -> Self {
+        Self {
+            site_name: "ORACLE_KNOWLEDGE".to_owned(),
+            api_users: vec![SimAccount {
+                login: "apiuser".to_owned(),
+                password: "apipass1".to_owned(),
+            }],
+            users: vec![
+                SimUser {
+                    name: "okcsuser".to_owned(),
+                    password: "Password1".to_owned(),
+                    kind: UserKind::Account,
+                },
+                SimUser {
+                    name: "webuser".to_owned(),
+                    password: "Password1".to_owned(),
+                    kind: UserKind::Contact,
+                },
+            ],
+            bearer_tokens: vec!["demo-jwt".to_owned()],
+            token_lifetime: Duration::from_secs(24 * 60 * 60),
+        }
+    }
+}
+
+/// An API user (integration login). `Debug` hides the password.
+#[derive(Clone)]
+pub struct SimAccount {
+    /// The `login` field of the integration login body.
+    pub login: String,
+    /// Its password.
+    pub password: String,
+}
+
+impl fmt::Debug for SimAccount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimAccount")
+            .field("login", &self.login)
+            .field("password", &"[REDACTED]")
+            .finish()
+    }
+}
+
+/// A console or web user (user login). `Debug` hides the password.
+#[derive(Clone)]
+pub struct SimUser {
+    /// The `userName` form field.
+    pub name: String,
+    /// Its password.
+    pub password: String,
+    /// `ACCOUNT` (console) or `CONTACT` (web).
+    pub kind: UserKind,
+}
+
+impl fmt::Debug for SimUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimUser")
+            .field("name", &self.name)
+            .field("password", &"[REDACTED]")
+            .field("kind", &self.kind)
+            .finish()
+    }
+}
+
+/// Oracle's `userExternalType`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UserKind {
+    /// A staff account: console user, `ACCOUNT`.
+    Account,
+    /// A contact: web user, `CONTACT`.
+    Contact,
+}
+
+/// Which login endpoint (and, for users, which `userExternalType`) an attempt used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LoginKind {
+    /// `auth/integration/authorize`.
+    Integration,
+    /// `auth/authorize` with `userExternalType=ACCOUNT` (also the kind counted
+    /// when the type could not be read).
+    Account,
+    /// `auth/authorize` with `userExternalType=CONTACT`.
+    Contact,
+}
+
+/// How a login attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LoginOutcome {
+    /// A token was issued.
+    Ok,
+    /// The credentials (or site, type, body) were refused: a 4xx about the login itself.
+    Rejected,
+    /// Not about the credentials: an injected fault ([`Simulator::fail_logins`]),
+    /// or a user login refused with a session error because its integration
+    /// token had expired.
+    Failed,
+}
+
+/// One API request as the simulator received it (logins and `/__sim/` excluded).
+#[derive(Clone, Debug)]
+pub struct RecordedRequest {
+    /// The method, e.g. `GET`.
+    pub method: String,
+    /// The path, byte-exact as received (still percent-encoded).
+    pub path: String,
+    /// The query, byte-exact as received, without `?`.
+    pub query: Option<String>,
+    /// Every header received (tokens included: this is test material).
+    pub headers: http::HeaderMap,
+    /// `kmauthtoken`, if present and valid JSON.
+    pub kmauthtoken: Option<serde_json::Value>,
+    /// Length of the request body.
+    pub body_len: usize,
+    /// Lowercase hex SHA-256 of the request body.
+    pub body_sha256: String,
+}
+
+/// A simulated Knowledge Advanced site. Cheap to clone: clones share state.
+#[derive(Clone)]
+pub struct Simulator {
+    shared: Arc<Shared>,
+}
+
+impl Simulator {
+    /// A site configured by `config`, with no tokens issued yet.
+    pub fn new(config: SimConfig) -> Self {
+        Self {
+            shared: Arc::new(Shared::new(config)),
+        }
+    }
+
+    /// The simulator's routes, for serving or for `oneshot` tests.
+    pub fn router(&self) -> Router {
+        hooks::routes()
+            .fallback(api::dispatch)
+            .with_state(Arc::clone(&self.shared))
+    }
+
+    /// Serve on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+
+    /// Bind `127.0.0.1:0`, serve in a background task and return its handle;
+    /// dropping the handle stops the server.
+    pub async fn spawn(config: SimConfig) -> std::io::Result<SimHandle> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let sim = Simulator::new(config);
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(sim.clone().serve(listener, async move {
+            let _ = rx.await;
+        }));
+        Ok(SimHandle {
+            addr,
+            sim,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    /// Expire every token and interaction id issued so far.
+    pub fn expire_all_tokens(&self) {
+        self.shared.expire_all();
+    }
+
+    /// Login attempts of `kind` by `user` (`None`: any user) that ended in `outcome`.
+    pub fn logins(&self, kind: LoginKind, user: Option<&str>, outcome: LoginOutcome) -> u64 {
+        self.shared.logins(kind, user, outcome)
+    }
+
+    /// All login attempts, of every kind and outcome.
+    pub fn total_logins(&self) -> u64 {
+        self.shared.total_logins()
+    }
+
+    /// Every API request received (not logins, not `/__sim/`), in the order
+    /// their bodies were read. The most recent 10 000 are kept.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.requests()
+    }
+
+    /// How many API requests were received (not capped).
+    pub fn request_count(&self) -> u64 {
+        self.shared.request_count()
+    }
+
+    /// Every token string issued (integration and user), for leak tests.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.shared.issued_tokens()
+    }
+
+    /// Answer the next `count` login attempts with `status` (e.g. 503),
+    /// counted as [`LoginOutcome::Failed`]. A status that is not a valid HTTP
+    /// status becomes 503.
+    pub fn fail_logins(&self, status: u16, count: u32) {
+        self.shared.set_login_faults(status, count);
+    }
+
+    /// Answer the next `count` API calls that reach the token check with the
+    /// session-expired error, even if their tokens are valid.
+    pub fn session_error_next(&self, count: u32) {
+        self.shared.set_session_errors(count);
+    }
+
+    /// Delay every API (non-login) answer by `d`.
+    pub fn set_delay(&self, d: Duration) {
+        self.shared.set_delay(d);
+    }
+
+    /// Zero the login and request counters and forget recorded requests.
+    /// Tokens, issued-token history and injected faults are kept.
+    pub fn reset_counters(&self) {
+        self.shared.reset_counters();
+    }
+
+    /// Clear pending injected login faults and session errors, and the delay.
+    pub fn reset_faults(&self) {
+        self.shared.reset_faults();
+    }
+}
+
+/// A simulator serving in a background task; dropping it stops the server.
+pub struct SimHandle {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its state, for test hooks.
+    pub sim: Simulator,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl SimHandle {
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stop accepting, let in-flight answers finish, and wait for the server.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.map_err(std::io::Error::other)?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}

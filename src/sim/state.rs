@@ -1,0 +1,366 @@
+//! The simulator's shared state: the token registry (integration and user
+//! tokens, interaction ids, their issue times), login and request counters,
+//! and the faults tests inject.
+//!
+//! Everything sits behind one `std::sync::Mutex`, taken briefly and never
+//! across an `.await`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use rand::distr::Alphanumeric;
+use rand::{Rng, RngCore};
+use tokio::time::Instant;
+
+use super::{LoginKind, LoginOutcome, RecordedRequest, SimConfig, UserKind};
+
+/// How many recorded requests (and issued tokens) are kept.
+const KEEP: usize = 10_000;
+
+/// Who a token was issued to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Subject {
+    /// An API user's integration token.
+    Integration,
+    /// A console or web user's user token; `kind` is who was authenticated.
+    User { name: String, kind: UserKind },
+}
+
+struct Issued {
+    subject: Subject,
+    at: Instant,
+}
+
+/// A login counter key: kind, user name as sent, outcome.
+type LoginKey = (LoginKind, String, LoginOutcome);
+
+#[derive(Default)]
+struct Inner {
+    /// Live tokens; `expire_all` empties it, lifetime is checked on lookup.
+    tokens: HashMap<String, Issued>,
+    /// Live knowledge interaction ids and their start times.
+    interactions: HashMap<String, Instant>,
+    /// Every token issued, most recent last.
+    issued: VecDeque<String>,
+    logins: HashMap<LoginKey, u64>,
+    requests: VecDeque<RecordedRequest>,
+    request_count: u64,
+    /// Injected login faults: status and how many remain.
+    login_faults: Option<(StatusCode, u32)>,
+    /// Injected session errors remaining.
+    session_errors: u32,
+    delay: Duration,
+}
+
+/// State shared by every handler of one simulator.
+pub(crate) struct Shared {
+    /// The site as configured.
+    pub(crate) config: SimConfig,
+    inner: Mutex<Inner>,
+}
+
+impl Shared {
+    pub(crate) fn new(config: SimConfig) -> Self {
+        Self {
+            config,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn alive(&self, at: Instant) -> bool {
+        at.elapsed() < self.config.token_lifetime
+    }
+
+    /// Issue a fresh, unique token for `subject`.
+    pub(crate) fn issue(&self, subject: Subject) -> String {
+        // Oracle: integration tokens are 128 base64 chars, user tokens 88 (with `==`).
+        let len = match subject {
+            Subject::Integration => 96,
+            Subject::User { .. } => 64,
+        };
+        let mut inner = self.lock();
+        let token = loop {
+            let t = random_base64(len);
+            if !inner.tokens.contains_key(&t) {
+                break t;
+            }
+        };
+        if inner.tokens.len() >= KEEP {
+            let lifetime = self.config.token_lifetime;
+            inner.tokens.retain(|_, i| i.at.elapsed() < lifetime);
+        }
+        inner.tokens.insert(
+            token.clone(),
+            Issued {
+                subject,
+                at: Instant::now(),
+            },
+        );
+        if inner.issued.len() >= KEEP {
+            inner.issued.pop_front();
+        }
+        inner.issued.push_back(token.clone());
+        token
+    }
+
+    /// Who `token` belongs to, if it is known and unexpired.
+    pub(crate) fn lookup(&self, token: &str) -> Option<Subject> {
+        let inner = self.lock();
+        inner
+            .tokens
+            .get(token)
+            .filter(|i| self.alive(i.at))
+            .map(|i| i.subject.clone())
+    }
+
+    /// Start a knowledge interaction and return its id (32 characters).
+    pub(crate) fn start_interaction(&self) -> String {
+        let id: String = rand::rng()
+            .sample_iter(Alphanumeric)
+            .take(32)
+            .map(char::from)
+            .collect();
+        self.lock().interactions.insert(id.clone(), Instant::now());
+        id
+    }
+
+    /// Whether `id` was issued and is still alive.
+    pub(crate) fn interaction_valid(&self, id: &str) -> bool {
+        let inner = self.lock();
+        inner.interactions.get(id).is_some_and(|at| self.alive(*at))
+    }
+
+    pub(crate) fn expire_all(&self) {
+        let mut inner = self.lock();
+        inner.tokens.clear();
+        inner.interactions.clear();
+    }
+
+    pub(crate) fn count_login(&self, kind: LoginKind, user: &str, outcome: LoginOutcome) {
+        *self
+            .lock()
+            .logins
+            .entry((kind, user.to_owned(), outcome))
+            .or_default() += 1;
+    }
+
+    pub(crate) fn logins(&self, kind: LoginKind, user: Option<&str>, outcome: LoginOutcome) -> u64 {
+        self.lock()
+            .logins
+            .iter()
+            .filter(|((k, u, o), _)| *k == kind && *o == outcome && user.is_none_or(|w| w == u))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    pub(crate) fn total_logins(&self) -> u64 {
+        self.lock().logins.values().sum()
+    }
+
+    /// Every login counter, sorted, for `/__sim/stats`.
+    pub(crate) fn login_counts(&self) -> Vec<(LoginKind, String, LoginOutcome, u64)> {
+        let mut all: Vec<_> = self
+            .lock()
+            .logins
+            .iter()
+            .map(|((k, u, o), n)| (*k, u.clone(), *o, *n))
+            .collect();
+        all.sort_by(|a, b| {
+            (format!("{:?}", a.0), &a.1, format!("{:?}", a.2)).cmp(&(
+                format!("{:?}", b.0),
+                &b.1,
+                format!("{:?}", b.2),
+            ))
+        });
+        all
+    }
+
+    pub(crate) fn record(&self, req: RecordedRequest) {
+        let mut inner = self.lock();
+        if inner.requests.len() >= KEEP {
+            inner.requests.pop_front();
+        }
+        inner.requests.push_back(req);
+        inner.request_count += 1;
+    }
+
+    pub(crate) fn requests(&self) -> Vec<RecordedRequest> {
+        self.lock().requests.iter().cloned().collect()
+    }
+
+    pub(crate) fn request_count(&self) -> u64 {
+        self.lock().request_count
+    }
+
+    pub(crate) fn issued_tokens(&self) -> Vec<String> {
+        self.lock().issued.iter().cloned().collect()
+    }
+
+    pub(crate) fn set_login_faults(&self, status: u16, count: u32) {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        self.lock().login_faults = (count > 0).then_some((status, count));
+    }
+
+    /// Consume one injected login fault, if any is pending.
+    pub(crate) fn take_login_fault(&self) -> Option<StatusCode> {
+        let mut inner = self.lock();
+        let (status, left) = inner.login_faults?;
+        inner.login_faults = (left > 1).then_some((status, left - 1));
+        Some(status)
+    }
+
+    pub(crate) fn set_session_errors(&self, count: u32) {
+        self.lock().session_errors = count;
+    }
+
+    /// Consume one injected session error, if any is pending.
+    pub(crate) fn take_session_error(&self) -> bool {
+        let mut inner = self.lock();
+        if inner.session_errors > 0 {
+            inner.session_errors -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    pub(crate) fn set_delay(&self, d: Duration) {
+        self.lock().delay = d;
+    }
+
+    pub(crate) fn delay(&self) -> Duration {
+        self.lock().delay
+    }
+
+    /// Pending faults, for `/__sim/stats`: login faults left, session errors left.
+    pub(crate) fn pending_faults(&self) -> (u32, u32) {
+        let inner = self.lock();
+        (
+            inner.login_faults.map_or(0, |(_, n)| n),
+            inner.session_errors,
+        )
+    }
+
+    pub(crate) fn reset_counters(&self) {
+        let mut inner = self.lock();
+        inner.logins.clear();
+        inner.requests.clear();
+        inner.request_count = 0;
+    }
+
+    pub(crate) fn reset_faults(&self) {
+        let mut inner = self.lock();
+        inner.login_faults = None;
+        inner.session_errors = 0;
+        inner.delay = Duration::ZERO;
+    }
+}
+
+/// `len` random bytes in standard base64 (alphabet with `+/`, `=` padding),
+/// the look of Oracle's tokens.
+fn random_base64(len: usize) -> String {
+    let mut bytes = vec![0u8; len];
+    rand::rng().fill_bytes(&mut bytes);
+    base64(&bytes)
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] =
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        assert_eq!(base64(&[0xfb, 0xff]), "+/8=");
+    }
+
+    #[test]
+    fn tokens_have_oracles_shape_and_are_unique() {
+        let s = Shared::new(SimConfig::default());
+        let i = s.issue(Subject::Integration);
+        let u = s.issue(Subject::User {
+            name: "x".into(),
+            kind: UserKind::Account,
+        });
+        assert_eq!(i.len(), 128);
+        assert_eq!(u.len(), 88);
+        assert!(u.ends_with("=="));
+        assert_ne!(i, u);
+        assert_eq!(s.lookup(&i), Some(Subject::Integration));
+        assert_eq!(s.issued_tokens(), vec![i.clone(), u]);
+        s.expire_all();
+        assert_eq!(s.lookup(&i), None);
+    }
+
+    #[test]
+    fn lifetime_is_enforced() {
+        let s = Shared::new(SimConfig {
+            token_lifetime: Duration::ZERO,
+            ..SimConfig::default()
+        });
+        let t = s.issue(Subject::Integration);
+        assert_eq!(s.lookup(&t), None);
+        let id = s.start_interaction();
+        assert!(!s.interaction_valid(&id));
+    }
+
+    #[test]
+    fn faults_count_down() {
+        let s = Shared::new(SimConfig::default());
+        s.set_login_faults(503, 2);
+        assert_eq!(s.take_login_fault(), Some(StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(s.take_login_fault(), Some(StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(s.take_login_fault(), None);
+        s.set_login_faults(42, 1);
+        assert_eq!(s.take_login_fault(), Some(StatusCode::SERVICE_UNAVAILABLE));
+        s.set_session_errors(1);
+        assert!(s.take_session_error());
+        assert!(!s.take_session_error());
+    }
+
+    #[test]
+    fn login_counts_filter_by_user() {
+        let s = Shared::new(SimConfig::default());
+        s.count_login(LoginKind::Account, "a", LoginOutcome::Ok);
+        s.count_login(LoginKind::Account, "b", LoginOutcome::Ok);
+        s.count_login(LoginKind::Account, "b", LoginOutcome::Rejected);
+        assert_eq!(s.logins(LoginKind::Account, None, LoginOutcome::Ok), 2);
+        assert_eq!(s.logins(LoginKind::Account, Some("b"), LoginOutcome::Ok), 1);
+        assert_eq!(s.logins(LoginKind::Contact, None, LoginOutcome::Ok), 0);
+        assert_eq!(s.total_logins(), 3);
+        s.reset_counters();
+        assert_eq!(s.total_logins(), 0);
+    }
+}

@@ -1,0 +1,434 @@
+//! The token store: every principal's Knowledge Advanced tokens, and the
+//! prepared `kmauthtoken` value that carries them.
+//!
+//! Tokens live in a [`moka`] cache keyed by [`Key`] (the one integration
+//! token, and a user token per console or web user principal); each entry
+//! expires when its lifetime ends, and no token past that point is handed
+//! out. Concurrent misses for one key share one login (`try_get_with`).
+//! A background task renews each token `refresh_before` its end, with a
+//! little jitter; if renewal fails the old token serves until it expires.
+//! After a session error the caller drops exactly the tokens it used
+//! ([`TokenStore::invalidate`]), never a newer one. Logins pass through a
+//! per-identity [`gate::Gate`] that enforces lockout safety.
+
+pub mod gate;
+pub mod login;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwapOption;
+use http::HeaderValue;
+use moka::future::Cache;
+use moka::ops::compute::Op;
+use moka::Expiry;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::config::{Config, PrincipalId, PrincipalKind};
+use crate::kmauthtoken::{CallerFields, Defaults, Prefix};
+use crate::upstream::{HttpClient, Origin};
+use gate::{Closed, Gate};
+use login::LoginError;
+
+/// What a cache entry holds a token for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Key {
+    /// The API user's integration token (shared by every principal).
+    Integration,
+    /// A console or web user principal's user token.
+    User(PrincipalId),
+}
+
+/// One token from the upstream.
+#[derive(Debug)]
+pub struct Token {
+    value: SecretString,
+    /// Unique per login, so "the token this call used" is unambiguous.
+    serial: u64,
+    /// When the login that produced it was sent.
+    issued: Instant,
+    /// `issued` + the configured lifetime: never sent from then on.
+    expires: Instant,
+    /// Wall-clock `issued`, for status.
+    issued_at: SystemTime,
+}
+
+impl Token {
+    fn live(&self, now: Instant) -> bool {
+        now < self.expires
+    }
+}
+
+/// A principal's tokens and its prepared `kmauthtoken`.
+#[derive(Debug)]
+pub struct Credentials {
+    integration: Arc<Token>,
+    user: Option<Arc<Token>>,
+    prefix: Prefix,
+    /// The full header value for calls that bring no `kmauthtoken`.
+    header: HeaderValue,
+}
+
+impl Credentials {
+    /// The `kmauthtoken` value for a call, merging the caller's fields if any.
+    pub fn kmauthtoken(&self, caller: Option<&CallerFields>, defaults: &Defaults) -> HeaderValue {
+        match caller {
+            Some(fields) if !fields.is_empty() => self.prefix.finish(fields, defaults),
+            _ => self.header.clone(),
+        }
+    }
+}
+
+/// Why no credentials could be had for a principal.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TokenError {
+    #[error(
+        "login for `{principal}` was rejected ({reason}); kmproxy will not try this password again: \
+         fix the secret and reload (SIGHUP), or POST /principals/{principal}/reset on the admin port"
+    )]
+    Parked { principal: String, reason: String },
+    #[error("login for `{principal}` is backing off after failures; retry in {}s", retry_after.as_secs().max(1))]
+    Backoff { principal: String, retry_after: Duration },
+    #[error("login for `{principal}` failed: {reason}")]
+    Failed { principal: String, reason: String },
+    #[error("login for `{principal}` timed out after {timeout:?}")]
+    Timeout { principal: String, timeout: Duration },
+}
+
+/// Expires each cache entry when its token's lifetime ends.
+struct AtLifetimeEnd;
+
+impl Expiry<Key, Arc<Token>> for AtLifetimeEnd {
+    fn expire_after_create(&self, _: &Key, t: &Arc<Token>, now: Instant) -> Option<Duration> {
+        Some(t.expires.saturating_duration_since(now))
+    }
+
+    fn expire_after_update(&self, _: &Key, t: &Arc<Token>, now: Instant, _: Option<Duration>) -> Option<Duration> {
+        Some(t.expires.saturating_duration_since(now))
+    }
+}
+
+/// Cheap to clone; all clones share one store.
+#[derive(Clone)]
+pub struct TokenStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Arc<Config>,
+    client: HttpClient,
+    /// Where logins go (`base_url`).
+    origin: Origin,
+    cache: Cache<Key, Arc<Token>>,
+    /// Per principal: the last prepared credentials, rebuilt when a token changes.
+    prepared: Box<[ArcSwapOption<Credentials>]>,
+    /// Index 0: the API user; 1 + p: principal p.
+    gates: Box<[Gate]>,
+    defaults: Defaults,
+    serial: AtomicU64,
+    /// Renewals made ahead of expiry, and re-logins after session errors.
+    pub(crate) renewals_scheduled: AtomicU64,
+    pub(crate) renewals_session: AtomicU64,
+}
+
+impl TokenStore {
+    /// A store for `config`, logging in through `client`.
+    pub fn new(config: Arc<Config>, client: HttpClient) -> Result<Self, String> {
+        let origin = Origin::parse(&config.upstream.base_url)?;
+        let n = config.principals.len();
+        let defaults = Defaults {
+            extra: config.upstream.kmauthtoken_extra.clone(),
+            locale: config.upstream.locale.clone(),
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                cache: Cache::builder().expire_after(AtLifetimeEnd).build(),
+                prepared: (0..n).map(|_| ArcSwapOption::empty()).collect(),
+                gates: (0..=n).map(|_| Gate::default()).collect(),
+                defaults,
+                origin,
+                client,
+                config,
+                serial: AtomicU64::new(1),
+                renewals_scheduled: AtomicU64::new(0),
+                renewals_session: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The configured, token-independent `kmauthtoken` fields.
+    pub fn defaults(&self) -> &Defaults {
+        &self.inner.defaults
+    }
+
+    /// Credentials for principal `p`, logging in if needed.
+    pub async fn credentials(&self, p: PrincipalId) -> Result<Arc<Credentials>, TokenError> {
+        let inner = &self.inner;
+        let integration = inner.token(Key::Integration).await?;
+        let user = match inner.config.principals[p].kind {
+            PrincipalKind::User { .. } => Some(inner.token(Key::User(p)).await?),
+            _ => None,
+        };
+        let slot = &inner.prepared[p];
+        if let Some(c) = slot.load().as_ref() {
+            let same_user = match (&c.user, &user) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            };
+            if same_user && Arc::ptr_eq(&c.integration, &integration) {
+                return Ok(Arc::clone(c));
+            }
+        }
+        let prefix = Prefix::new(
+            &inner.config.upstream.site_name,
+            integration.value.expose_secret(),
+            user.as_ref().map(|u| u.value.expose_secret()),
+        );
+        let header = prefix.finish(&CallerFields::default(), &inner.defaults);
+        let fresh = Arc::new(Credentials {
+            integration,
+            user,
+            prefix,
+            header,
+        });
+        slot.store(Some(Arc::clone(&fresh)));
+        Ok(fresh)
+    }
+
+    /// Drops the tokens `used` carried (after a session error), unless a
+    /// newer token already replaced them.
+    pub async fn invalidate(&self, p: PrincipalId, used: &Credentials) {
+        let inner = &self.inner;
+        inner.renewals_session.fetch_add(1, Ordering::Relaxed);
+        inner.remove_if_same(Key::Integration, used.integration.serial).await;
+        if let Some(user) = &used.user {
+            inner.remove_if_same(Key::User(p), user.serial).await;
+        }
+    }
+
+    /// Un-parks principal `p` (and the API user it depends on).
+    pub fn reset(&self, p: PrincipalId) {
+        self.inner.gates[0].reset();
+        self.inner.gates[1 + p].reset();
+    }
+
+    /// The login gate of principal `p` (`None` = the API user).
+    pub fn gate(&self, p: Option<PrincipalId>) -> &Gate {
+        &self.inner.gates[p.map_or(0, |p| p + 1)]
+    }
+
+    /// Issue and expiry of the token behind `key`, if one is held.
+    pub async fn token_times(&self, key: Key) -> Option<(SystemTime, SystemTime)> {
+        let t = self.inner.cache.get(&key).await?;
+        let lifetime = t.expires.saturating_duration_since(t.issued);
+        Some((t.issued_at, t.issued_at + lifetime))
+    }
+
+    /// Tokens held right now.
+    pub fn cached_tokens(&self) -> u64 {
+        self.inner.cache.entry_count()
+    }
+
+    /// Renewals so far: (scheduled, after a session error).
+    pub fn renewal_counts(&self) -> (u64, u64) {
+        (
+            self.inner.renewals_scheduled.load(Ordering::Relaxed),
+            self.inner.renewals_session.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl Inner {
+    fn gate_for(&self, key: Key) -> &Gate {
+        match key {
+            Key::Integration => &self.gates[0],
+            Key::User(p) => &self.gates[1 + p],
+        }
+    }
+
+    fn name_of(&self, key: Key) -> String {
+        match key {
+            Key::Integration => format!("api_user ({})", self.config.api_user.login),
+            Key::User(p) => self.config.principals[p].name.clone(),
+        }
+    }
+
+    /// A live token for `key`: the cached one, or one fresh login shared by
+    /// every concurrent caller.
+    async fn token(self: &Arc<Self>, key: Key) -> Result<Arc<Token>, TokenError> {
+        if let Some(t) = self.cache.get(&key).await {
+            if t.live(Instant::now()) {
+                return Ok(t);
+            }
+            self.remove_if_same(key, t.serial).await;
+        }
+        let this = Arc::clone(self);
+        self.cache
+            .try_get_with(key, async move { this.login(key).await })
+            .await
+            .map_err(|e| (*e).clone())
+    }
+
+    async fn remove_if_same(&self, key: Key, serial: u64) {
+        self.cache
+            .entry(key)
+            .and_compute_with(|entry| {
+                let op = match entry {
+                    Some(e) if e.value().serial == serial => Op::Remove,
+                    _ => Op::Nop,
+                };
+                std::future::ready(op)
+            })
+            .await;
+    }
+
+    /// One login through the gate; schedules the new token's renewal.
+    async fn login(self: &Arc<Self>, key: Key) -> Result<Arc<Token>, TokenError> {
+        let gate = self.gate_for(key);
+        let principal = || self.name_of(key);
+        gate.check(Instant::now()).map_err(|closed| match closed {
+            Closed::Parked(reason) => TokenError::Parked {
+                principal: principal(),
+                reason,
+            },
+            Closed::Backoff(retry_after) => TokenError::Backoff {
+                principal: principal(),
+                retry_after,
+            },
+        })?;
+        let mut retried_stale = false;
+        loop {
+            let issued = Instant::now();
+            let issued_at = SystemTime::now();
+            let result = match key {
+                Key::Integration => login::integration(&self.client, &self.origin, &self.config).await,
+                Key::User(p) => {
+                    let integration = Box::pin(self.token(Key::Integration)).await?;
+                    let PrincipalKind::User {
+                        external_type,
+                        user,
+                        password,
+                    } = &self.config.principals[p].kind
+                    else {
+                        return Err(TokenError::Failed {
+                            principal: principal(),
+                            reason: "not a user principal".into(),
+                        });
+                    };
+                    let r = login::user(
+                        &self.client,
+                        &self.origin,
+                        &self.config,
+                        integration.value.expose_secret(),
+                        *external_type,
+                        user,
+                        password.expose(),
+                    )
+                    .await;
+                    if matches!(r, Err(LoginError::StaleIntegration)) && !retried_stale {
+                        // The integration token died early: drop it and
+                        // try once more with a fresh one.
+                        retried_stale = true;
+                        self.remove_if_same(Key::Integration, integration.serial).await;
+                        continue;
+                    }
+                    r
+                }
+            };
+            return match result {
+                Ok(value) => {
+                    gate.succeeded();
+                    tracing::info!(principal = %principal(), "logged in");
+                    let token = Arc::new(Token {
+                        value,
+                        serial: self.serial.fetch_add(1, Ordering::Relaxed),
+                        issued,
+                        expires: issued + self.config.tokens.lifetime,
+                        issued_at,
+                    });
+                    self.schedule_renewal(key, &token);
+                    Ok(token)
+                }
+                Err(LoginError::Rejected(reason)) => {
+                    tracing::error!(principal = %principal(), %reason, "login rejected; parked until its secret changes or it is reset");
+                    gate.rejected(reason.clone());
+                    Err(TokenError::Parked {
+                        principal: principal(),
+                        reason,
+                    })
+                }
+                Err(LoginError::Timeout(timeout)) => {
+                    gate.failed(format!("timed out after {timeout:?}"), Instant::now());
+                    Err(TokenError::Timeout {
+                        principal: principal(),
+                        timeout,
+                    })
+                }
+                Err(e) => {
+                    let reason = e.to_string();
+                    let wait = gate.failed(reason.clone(), Instant::now());
+                    tracing::warn!(principal = %principal(), %reason, backoff = ?wait, "login failed");
+                    Err(TokenError::Failed {
+                        principal: principal(),
+                        reason,
+                    })
+                }
+            };
+        }
+    }
+
+    /// Renews `token` in the background `refresh_before` its end (plus up to
+    /// 10 % jitter). Stops when the token was replaced, the store is gone,
+    /// the identity is parked, or the token expires first.
+    fn schedule_renewal(self: &Arc<Self>, key: Key, token: &Token) {
+        let before = self.config.tokens.refresh_before;
+        if before.is_zero() {
+            return;
+        }
+        let lead = before + before.mul_f64(rand::random::<f64>() * 0.1);
+        let Some(at) = token.expires.checked_sub(lead) else {
+            return;
+        };
+        let (weak, serial, expires) = (Arc::downgrade(self), token.serial, token.expires);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                match inner.cache.get(&key).await {
+                    Some(current) if current.serial == serial => {}
+                    _ => return,
+                }
+                let wait = match inner.login(key).await {
+                    Ok(fresh) => {
+                        inner.renewals_scheduled.fetch_add(1, Ordering::Relaxed);
+                        inner.replace_if_same(key, serial, fresh).await;
+                        return;
+                    }
+                    Err(TokenError::Parked { .. }) => return,
+                    Err(TokenError::Backoff { retry_after, .. }) => retry_after,
+                    Err(_) => gate::BACKOFF_MIN,
+                };
+                drop(inner);
+                if Instant::now() + wait >= expires {
+                    return; // the next call after expiry logs in on demand
+                }
+                tokio::time::sleep(wait).await;
+            }
+        });
+    }
+
+    async fn replace_if_same(&self, key: Key, serial: u64, fresh: Arc<Token>) {
+        self.cache
+            .entry(key)
+            .and_compute_with(|entry| {
+                let op = match entry {
+                    Some(e) if e.value().serial == serial => Op::Put(fresh),
+                    _ => Op::Nop,
+                };
+                std::future::ready(op)
+            })
+            .await;
+    }
+}
