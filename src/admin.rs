@@ -35,7 +35,9 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// 200 once the integration token is held; else 503 with the reason (and a
@@ -61,7 +63,11 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
             "no integration token yet".to_owned()
         }
     };
-    (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")).into_response()
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("not ready: {reason}\n"),
+    )
+        .into_response()
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -80,7 +86,13 @@ struct PrincipalStatus {
     gate: crate::tokens::gate::GateStatus,
 }
 
-async fn one_status(app: &App, name: String, kind: &'static str, key: Key, gate_of: Option<usize>) -> PrincipalStatus {
+async fn one_status(
+    app: &App,
+    name: String,
+    kind: &'static str,
+    key: Key,
+    gate_of: Option<usize>,
+) -> PrincipalStatus {
     let times = app.tokens.token_times(key).await;
     let gate = app.tokens.gate(gate_of).status(Instant::now());
     let state = if gate.parked.is_some() {
@@ -103,7 +115,14 @@ async fn one_status(app: &App, name: String, kind: &'static str, key: Key, gate_
 }
 
 async fn status(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
-    let api_user = one_status(&app, app.config.api_user.login.clone(), "api_user", Key::Integration, None).await;
+    let api_user = one_status(
+        &app,
+        app.config.api_user.login.clone(),
+        "api_user",
+        Key::Integration,
+        None,
+    )
+    .await;
     let mut principals = Vec::with_capacity(app.config.principals.len());
     for (i, p) in app.config.principals.iter().enumerate() {
         let s = match &p.kind {
@@ -114,15 +133,19 @@ async fn status(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
                 };
                 one_status(&app, p.name.clone(), kind, Key::User(i), Some(i)).await
             }
-            PrincipalKind::Anonymous => one_status(&app, p.name.clone(), "anonymous", Key::Integration, None).await,
-            PrincipalKind::Bearer => one_status(&app, p.name.clone(), "bearer", Key::Integration, None).await,
+            PrincipalKind::Anonymous => {
+                one_status(&app, p.name.clone(), "anonymous", Key::Integration, None).await
+            }
+            PrincipalKind::Bearer => {
+                one_status(&app, p.name.clone(), "bearer", Key::Integration, None).await
+            }
         };
         principals.push(s);
     }
     Json(serde_json::json!({
         "api_user": api_user,
         "principals": principals,
-        "cached_tokens": app.tokens.cached_tokens(),
+        "cached_tokens": app.tokens.cached_tokens().await,
     }))
 }
 
@@ -136,7 +159,11 @@ async fn reset(State(app): State<Arc<App>>, Path(name): Path<String>) -> Respons
         None => (
             StatusCode::NOT_FOUND,
             [(header::CONTENT_TYPE, "application/json")],
-            error_body("Unknown principal", "KMPROXY-PRINCIPAL", &format!("no principal named `{name}`")),
+            error_body(
+                "Unknown principal",
+                "KMPROXY-PRINCIPAL",
+                &format!("no principal named `{name}`"),
+            ),
         )
             .into_response(),
     }
@@ -145,7 +172,10 @@ async fn reset(State(app): State<Arc<App>>, Path(name): Path<String>) -> Respons
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     let mut s = String::new();
     let now = Instant::now();
-    let _ = writeln!(s, "# HELP kmproxy_logins_total Upstream logins by principal and outcome.");
+    let _ = writeln!(
+        s,
+        "# HELP kmproxy_logins_total Upstream logins by principal and outcome."
+    );
     let _ = writeln!(s, "# TYPE kmproxy_logins_total counter");
     let mut gates = vec![("api_user".to_owned(), app.tokens.gate(None).status(now))];
     for (i, p) in app.config.principals.iter().enumerate() {
@@ -154,21 +184,44 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         }
     }
     for (name, g) in &gates {
-        for (outcome, n) in [("ok", g.logins_ok), ("rejected", g.logins_rejected), ("failed", g.logins_failed)] {
-            let _ = writeln!(s, "kmproxy_logins_total{{principal=\"{name}\",outcome=\"{outcome}\"}} {n}");
+        for (outcome, n) in [
+            ("ok", g.logins_ok),
+            ("rejected", g.logins_rejected),
+            ("failed", g.logins_failed),
+        ] {
+            let _ = writeln!(
+                s,
+                "kmproxy_logins_total{{principal=\"{name}\",outcome=\"{outcome}\"}} {n}"
+            );
         }
     }
-    let _ = writeln!(s, "# HELP kmproxy_parked_principals Principals whose login was rejected.");
+    let _ = writeln!(
+        s,
+        "# HELP kmproxy_parked_principals Principals whose login was rejected."
+    );
     let _ = writeln!(s, "# TYPE kmproxy_parked_principals gauge");
     let parked = gates.iter().filter(|(_, g)| g.parked.is_some()).count();
     let _ = writeln!(s, "kmproxy_parked_principals {parked}");
     let (scheduled, session) = app.tokens.renewal_counts();
-    let _ = writeln!(s, "# HELP kmproxy_token_renewals_total Token renewals by reason.");
+    let _ = writeln!(
+        s,
+        "# HELP kmproxy_token_renewals_total Token renewals by reason."
+    );
     let _ = writeln!(s, "# TYPE kmproxy_token_renewals_total counter");
-    let _ = writeln!(s, "kmproxy_token_renewals_total{{reason=\"scheduled\"}} {scheduled}");
-    let _ = writeln!(s, "kmproxy_token_renewals_total{{reason=\"session_error\"}} {session}");
+    let _ = writeln!(
+        s,
+        "kmproxy_token_renewals_total{{reason=\"scheduled\"}} {scheduled}"
+    );
+    let _ = writeln!(
+        s,
+        "kmproxy_token_renewals_total{{reason=\"session_error\"}} {session}"
+    );
     let _ = writeln!(s, "# HELP kmproxy_cached_tokens Tokens held in the cache.");
     let _ = writeln!(s, "# TYPE kmproxy_cached_tokens gauge");
-    let _ = writeln!(s, "kmproxy_cached_tokens {}", app.tokens.cached_tokens());
+    let _ = writeln!(
+        s,
+        "kmproxy_cached_tokens {}",
+        app.tokens.cached_tokens().await
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s).into_response()
 }

@@ -75,7 +75,10 @@ pub fn main() -> ExitCode {
     if let Some(Command::HashKey) = cli.command {
         return hash_key();
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("kmproxy: cannot start the runtime: {e}");
@@ -88,7 +91,9 @@ pub fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -96,7 +101,10 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn run(cli: Cli) -> ExitCode {
-    let config_path = cli.config.clone().unwrap_or_else(|| PathBuf::from("kmproxy.toml"));
+    let config_path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("kmproxy.toml"));
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&config_path).await,
         Command::Check { login } => check(&config_path, login).await,
@@ -147,7 +155,11 @@ async fn serve(path: &Path) -> ExitCode {
         Some(addr) => match TcpListener::bind(addr).await {
             Ok(l) => {
                 tracing::info!(%addr, "admin listening");
-                Some(tokio::spawn(crate::admin::serve(Arc::clone(&app), l, until())))
+                Some(tokio::spawn(crate::admin::serve(
+                    Arc::clone(&app),
+                    l,
+                    until(),
+                )))
             }
             Err(e) => {
                 eprintln!("kmproxy: cannot listen on {addr} (server.admin_listen): {e}");
@@ -220,17 +232,32 @@ async fn check(path: &Path, login: bool) -> ExitCode {
 /// The redacted summary `check` prints.
 pub fn summary(c: &Config) -> String {
     let mut s = String::new();
-    let admin = c.server.admin_listen.map_or("off".to_owned(), |a| a.to_string());
+    let admin = c
+        .server
+        .admin_listen
+        .map_or("off".to_owned(), |a| a.to_string());
     s += &format!("  listen           {} (admin {admin})\n", c.server.listen);
-    s += &format!("  upstream         {} (search {})\n", c.upstream.base_url, c.upstream.search_base_url);
-    s += &format!("  site / locale    {} / {}\n", c.upstream.site_name, c.upstream.locale);
-    s += &format!("  api user         {} password {}\n", c.api_user.login, c.api_user.password);
+    s += &format!(
+        "  upstream         {} (search {})\n",
+        c.upstream.base_url, c.upstream.search_base_url
+    );
+    s += &format!(
+        "  site / locale    {} / {}\n",
+        c.upstream.site_name, c.upstream.locale
+    );
+    s += &format!(
+        "  api user         {} password {}\n",
+        c.api_user.login, c.api_user.password
+    );
     s += &format!(
         "  tokens           lifetime {}, renewed {} before\n",
         humantime::format_duration(c.tokens.lifetime),
         humantime::format_duration(c.tokens.refresh_before)
     );
-    let default = c.server.default_principal.map_or("none (401)".to_owned(), |p| c.principals[p].name.clone());
+    let default = c
+        .server
+        .default_principal
+        .map_or("none (401)".to_owned(), |p| c.principals[p].name.clone());
     s += &format!("  default          {default}\n  principals:\n");
     for p in &c.principals {
         match &p.kind {
@@ -251,7 +278,11 @@ pub fn summary(c: &Config) -> String {
     }
     s += "  callers:\n";
     for caller in &c.callers {
-        let act_as: Vec<&str> = caller.act_as.iter().map(|&p| c.principals[p].name.as_str()).collect();
+        let act_as: Vec<&str> = caller
+            .act_as
+            .iter()
+            .map(|&p| c.principals[p].name.as_str())
+            .collect();
         s += &format!(
             "    {:<18} -> {}{}\n",
             caller.name,

@@ -52,7 +52,9 @@ impl Demo {
     /// Binds the three listeners and starts serving.
     pub async fn start(addrs: DemoAddrs) -> Result<Demo, String> {
         let bind = |a: SocketAddr| async move {
-            TcpListener::bind(a).await.map_err(|e| format!("cannot listen on {a}: {e}"))
+            TcpListener::bind(a)
+                .await
+                .map_err(|e| format!("cannot listen on {a}: {e}"))
         };
         let sim_l = bind(addrs.sim).await?;
         let proxy_l = bind(addrs.proxy).await?;
@@ -63,7 +65,8 @@ impl Demo {
             admin: local(&admin_l)?,
             sim: local(&sim_l)?,
         };
-        let mut config = Config::parse(DEMO_CONFIG, Path::new("config/demo.toml (built in)")).map_err(|e| e.to_string())?;
+        let mut config = Config::parse(DEMO_CONFIG, Path::new("config/demo.toml (built in)"))
+            .map_err(|e| e.to_string())?;
         config.upstream.base_url = format!("http://{}", bound.sim);
         config.upstream.search_base_url = config.upstream.base_url.clone();
         config.server.listen = bound.proxy;

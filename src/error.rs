@@ -46,24 +46,80 @@ impl ProxyError {
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         use ProxyError::*;
         match self {
-            UnknownCaller => (StatusCode::UNAUTHORIZED, "Unknown caller key", "KMPROXY-CALLER"),
-            NoCallerKey => (StatusCode::UNAUTHORIZED, "Caller key required", "KMPROXY-CALLER"),
-            MissingBearer(_) => (StatusCode::UNAUTHORIZED, "Bearer token required", "KMPROXY-BEARER"),
-            ActAsDenied { .. } => (StatusCode::FORBIDDEN, "Act-as not allowed", "KMPROXY-ACT-AS"),
-            AuthPath => (StatusCode::FORBIDDEN, "Authentication is kmproxy's job", "KMPROXY-AUTH-PATH"),
-            NotFound => (StatusCode::NOT_FOUND, "Not a Knowledge Advanced API path", "KMPROXY-NOT-FOUND"),
+            UnknownCaller => (
+                StatusCode::UNAUTHORIZED,
+                "Unknown caller key",
+                "KMPROXY-CALLER",
+            ),
+            NoCallerKey => (
+                StatusCode::UNAUTHORIZED,
+                "Caller key required",
+                "KMPROXY-CALLER",
+            ),
+            MissingBearer(_) => (
+                StatusCode::UNAUTHORIZED,
+                "Bearer token required",
+                "KMPROXY-BEARER",
+            ),
+            ActAsDenied { .. } => (
+                StatusCode::FORBIDDEN,
+                "Act-as not allowed",
+                "KMPROXY-ACT-AS",
+            ),
+            AuthPath => (
+                StatusCode::FORBIDDEN,
+                "Authentication is kmproxy's job",
+                "KMPROXY-AUTH-PATH",
+            ),
+            NotFound => (
+                StatusCode::NOT_FOUND,
+                "Not a Knowledge Advanced API path",
+                "KMPROXY-NOT-FOUND",
+            ),
             BadPath => (StatusCode::BAD_REQUEST, "Path not allowed", "KMPROXY-PATH"),
-            BadKmauthtoken(_) => (StatusCode::BAD_REQUEST, "Invalid kmauthtoken", "KMPROXY-KMAUTHTOKEN"),
-            BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "Request body too large", "KMPROXY-BODY-LIMIT"),
-            BodyRead => (StatusCode::BAD_REQUEST, "Request body unreadable", "KMPROXY-BODY"),
-            Token(TokenError::Parked { .. }) => (StatusCode::BAD_GATEWAY, "Login rejected", "KMPROXY-LOGIN-REJECTED"),
-            Token(TokenError::Backoff { .. }) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "Login backing off", "KMPROXY-LOGIN-BACKOFF")
+            BadKmauthtoken(_) => (
+                StatusCode::BAD_REQUEST,
+                "Invalid kmauthtoken",
+                "KMPROXY-KMAUTHTOKEN",
+            ),
+            BodyTooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request body too large",
+                "KMPROXY-BODY-LIMIT",
+            ),
+            BodyRead => (
+                StatusCode::BAD_REQUEST,
+                "Request body unreadable",
+                "KMPROXY-BODY",
+            ),
+            Token(TokenError::Parked { .. }) => (
+                StatusCode::BAD_GATEWAY,
+                "Login rejected",
+                "KMPROXY-LOGIN-REJECTED",
+            ),
+            Token(TokenError::Backoff { .. }) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Login backing off",
+                "KMPROXY-LOGIN-BACKOFF",
+            ),
+            Token(TokenError::Timeout { .. }) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "Login timed out",
+                "KMPROXY-TIMEOUT",
+            ),
+            Token(TokenError::Failed { .. }) => {
+                (StatusCode::BAD_GATEWAY, "Login failed", "KMPROXY-LOGIN")
             }
-            Token(TokenError::Timeout { .. }) => (StatusCode::GATEWAY_TIMEOUT, "Login timed out", "KMPROXY-TIMEOUT"),
-            Token(TokenError::Failed { .. }) => (StatusCode::BAD_GATEWAY, "Login failed", "KMPROXY-LOGIN"),
-            Upstream(_) => (StatusCode::BAD_GATEWAY, "Upstream unavailable", "KMPROXY-UPSTREAM"),
-            UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "Upstream timeout", "KMPROXY-TIMEOUT"),
+            Upstream(_) => (
+                StatusCode::BAD_GATEWAY,
+                "Upstream unavailable",
+                "KMPROXY-UPSTREAM",
+            ),
+            UpstreamTimeout(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "Upstream timeout",
+                "KMPROXY-TIMEOUT",
+            ),
         }
     }
 
@@ -87,7 +143,10 @@ impl IntoResponse for ProxyError {
         let (status, title, code) = self.parts();
         let mut res = (status, error_body(title, code, &self.to_string())).into_response();
         let headers = res.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         if let ProxyError::Token(TokenError::Backoff { retry_after, .. }) = &self {
             let secs = retry_after.as_secs().max(1);
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -74,7 +74,10 @@ impl CallerFields {
     }
 
     fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// True when the caller sent none of the kept fields.
@@ -177,7 +180,10 @@ mod tests {
 
     fn defaults() -> Defaults {
         Defaults {
-            extra: vec![("interfaceId".into(), "1".into()), ("appId".into(), "cfg".into())],
+            extra: vec![
+                ("interfaceId".into(), "1".into()),
+                ("appId".into(), "cfg".into()),
+            ],
             locale: "en_US".into(),
         }
     }
@@ -215,18 +221,27 @@ mod tests {
 
     #[test]
     fn refusals() {
-        assert_eq!(CallerFields::parse(b"not json"), Err(CallerTokenError::NotJson));
+        assert_eq!(
+            CallerFields::parse(b"not json"),
+            Err(CallerTokenError::NotJson)
+        );
         assert_eq!(CallerFields::parse(b"[1]"), Err(CallerTokenError::NotJson));
         assert_eq!(
             CallerFields::parse(br#"{"localeId":{"a":1}}"#),
             Err(CallerTokenError::NotString("localeId"))
         );
         let long = format!(r#"{{"knowledgeInteractionId":"{}"}}"#, "k".repeat(65));
-        assert_eq!(CallerFields::parse(long.as_bytes()), Err(CallerTokenError::InteractionIdTooLong));
+        assert_eq!(
+            CallerFields::parse(long.as_bytes()),
+            Err(CallerTokenError::InteractionIdTooLong)
+        );
         let huge = vec![b' '; MAX_CALLER_LEN + 1];
         assert_eq!(CallerFields::parse(&huge), Err(CallerTokenError::TooLong));
         let deep = "[".repeat(5000);
-        assert_eq!(CallerFields::parse(deep.as_bytes()), Err(CallerTokenError::NotJson));
+        assert_eq!(
+            CallerFields::parse(deep.as_bytes()),
+            Err(CallerTokenError::NotJson)
+        );
     }
 
     proptest! {

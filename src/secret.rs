@@ -99,7 +99,10 @@ impl Secret {
     /// changed a credential).
     pub fn same_value(&self, other: &Secret) -> bool {
         use subtle::ConstantTimeEq;
-        self.expose().as_bytes().ct_eq(other.expose().as_bytes()).into()
+        self.expose()
+            .as_bytes()
+            .ct_eq(other.expose().as_bytes())
+            .into()
     }
 }
 
@@ -145,9 +148,13 @@ mod tests {
     #[test]
     fn bad_shapes_are_explained() {
         let v: toml::Value = toml::toml! { vault = "x" }.into();
-        assert!(Secret::from_toml(&v).unwrap_err().contains("unknown key `vault`"));
+        assert!(Secret::from_toml(&v)
+            .unwrap_err()
+            .contains("unknown key `vault`"));
         let missing: toml::Value = toml::toml! { env = "KMPROXY_TEST_SURELY_UNSET" }.into();
-        assert!(Secret::from_toml(&missing).unwrap_err().contains("is not set"));
+        assert!(Secret::from_toml(&missing)
+            .unwrap_err()
+            .contains("is not set"));
         assert!(Secret::from_toml(&toml::Value::Integer(3)).is_err());
     }
 }

@@ -55,11 +55,15 @@ impl Origin {
 
     /// The upstream URI for a caller's path and query, byte for byte.
     pub fn uri(&self, pq: &PathAndQuery) -> Result<Uri, http::Error> {
-        let builder = Uri::builder().scheme(self.scheme.clone()).authority(self.authority.clone());
+        let builder = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone());
         if self.prefix.is_empty() {
             builder.path_and_query(pq.clone()).build()
         } else {
-            builder.path_and_query(format!("{}{}", self.prefix, pq.as_str())).build()
+            builder
+                .path_and_query(format!("{}{}", self.prefix, pq.as_str()))
+                .build()
         }
     }
 }
@@ -85,14 +89,19 @@ pub fn client(cfg: &UpstreamConfig) -> Result<HttpClient, ClientError> {
             added += 1;
         }
         if added == 0 {
-            return Err(ClientError::CaFile(format!("{}: no certificates found", path.display())));
+            return Err(ClientError::CaFile(format!(
+                "{}: no certificates found",
+                path.display()
+            )));
         }
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ClientError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| ClientError::Tls(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
 
     let mut http = HttpConnector::new();
     http.enforce_http(false);

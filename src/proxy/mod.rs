@@ -77,7 +77,9 @@ async fn forward(app: &App, req: Request) -> Result<Response, ProxyError> {
     let id = callers::identify(config, &parts.headers)?;
     let bearer = matches!(config.principals[id.principal].kind, PrincipalKind::Bearer);
     if bearer && !headers::has_bearer(&parts.headers) {
-        return Err(ProxyError::MissingBearer(config.principals[id.principal].name.clone()));
+        return Err(ProxyError::MissingBearer(
+            config.principals[id.principal].name.clone(),
+        ));
     }
     let caller_fields = parts
         .headers
@@ -90,11 +92,10 @@ async fn forward(app: &App, req: Request) -> Result<Response, ProxyError> {
         Api::Content => &app.content,
         Api::Search => &app.search,
     };
-    let pq = parts
-        .uri
-        .path_and_query()
-        .ok_or(ProxyError::NotFound)?;
-    let uri = origin.uri(pq).map_err(|e| ProxyError::Upstream(e.to_string()))?;
+    let pq = parts.uri.path_and_query().ok_or(ProxyError::NotFound)?;
+    let uri = origin
+        .uri(pq)
+        .map_err(|e| ProxyError::Upstream(e.to_string()))?;
 
     let mut replayed = false;
     loop {
@@ -103,8 +104,10 @@ async fn forward(app: &App, req: Request) -> Result<Response, ProxyError> {
         *req.method_mut() = parts.method.clone();
         *req.uri_mut() = uri.clone();
         *req.headers_mut() = parts.headers.clone();
-        req.headers_mut()
-            .insert(KMAUTHTOKEN, creds.kmauthtoken(caller_fields.as_ref(), app.tokens.defaults()));
+        req.headers_mut().insert(
+            KMAUTHTOKEN,
+            creds.kmauthtoken(caller_fields.as_ref(), app.tokens.defaults()),
+        );
 
         let exchange = async {
             let res = app
@@ -119,7 +122,8 @@ async fn forward(app: &App, req: Request) -> Result<Response, ProxyError> {
             let peeked = Peeked::read(incoming, session_error::PEEK_LIMIT)
                 .await
                 .map_err(|e| ProxyError::Upstream(error_chain(&e)))?;
-            let expired = session_error::is_session_error(&peeked.prefix, &config.tokens.session_error_codes);
+            let expired =
+                session_error::is_session_error(&peeked.prefix, &config.tokens.session_error_codes);
             Ok((Response::from_parts(head, peeked.into_body()), expired))
         };
         let (mut res, expired) = tokio::time::timeout(config.upstream.timeout, exchange)

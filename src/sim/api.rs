@@ -44,7 +44,8 @@ pub(crate) async fn dispatch(State(shared): State<Arc<Shared>>, req: Request) ->
         ["km", "api", _, "auth", "authorize"] if post => {
             auth::user_login(&shared, &parts.headers, body).await
         }
-        ["km", "api", _, "auth", "integration", "authorize"] | ["km", "api", _, "auth", "authorize"] => {
+        ["km", "api", _, "auth", "integration", "authorize"]
+        | ["km", "api", _, "auth", "authorize"] => {
             let format = Format::for_errors(&parts.headers);
             let _ = record(&shared, &parts, body).await;
             OracleError::method_not_allowed().respond(format)

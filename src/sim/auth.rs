@@ -197,7 +197,11 @@ fn finish(
 }
 
 /// `POST /km/api/{ver}/auth/integration/authorize`.
-pub(crate) async fn integration_login(shared: &Shared, headers: &HeaderMap, body: Body) -> Response {
+pub(crate) async fn integration_login(
+    shared: &Shared,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
     let format = Format::for_errors(headers);
     let rejected = |e| (LoginOutcome::Rejected, e);
     let bytes = match login_body(body).await {
@@ -245,7 +249,12 @@ fn login_identity(bytes: &[u8]) -> (LoginKind, String) {
             )
         })
         .unwrap_or_default();
-    let get = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let get = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
     let kind = match get("userExternalType").as_deref() {
         Some(t) if t.eq_ignore_ascii_case("CONTACT") => LoginKind::Contact,
         _ => LoginKind::Account,
@@ -308,11 +317,16 @@ pub(crate) async fn user_login(shared: &Shared, headers: &HeaderMap, body: Body)
         // Oracle: when an account and a contact share a user name, the
         // account is authenticated, even for a CONTACT login.
         let users = &shared.config.users;
-        let named = |k: UserKind| users.iter().find(|u| u.name == form.user_name && u.kind == k);
+        let named = |k: UserKind| {
+            users
+                .iter()
+                .find(|u| u.name == form.user_name && u.kind == k)
+        };
         let found = match wanted {
             UserKind::Account => named(UserKind::Account),
-            UserKind::Contact => named(UserKind::Contact)
-                .map(|contact| named(UserKind::Account).unwrap_or(contact)),
+            UserKind::Contact => {
+                named(UserKind::Contact).map(|contact| named(UserKind::Account).unwrap_or(contact))
+            }
         };
         let found = found
             .filter(|u| u.password == form.password)
@@ -325,7 +339,13 @@ pub(crate) async fn user_login(shared: &Shared, headers: &HeaderMap, body: Body)
             .get("localeId")
             .and_then(Value::as_str)
             .unwrap_or("en_US");
-        Ok(user_login_answer(shared, locale, &user_token, &found.name, found.kind))
+        Ok(user_login_answer(
+            shared,
+            locale,
+            &user_token,
+            &found.name,
+            found.kind,
+        ))
     })();
     finish(shared, kind, &user, format, result)
 }

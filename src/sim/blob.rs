@@ -125,10 +125,7 @@ mod tests {
         let mut body = PatternBody::new(n, false, None);
         let mut all = Vec::new();
         while let Some(frame) = body.frame().await {
-            let data = frame
-                .expect("no error")
-                .into_data()
-                .expect("data frame");
+            let data = frame.expect("no error").into_data().expect("data frame");
             assert!(data.len() as u64 <= CHUNK);
             all.extend_from_slice(&data);
         }
@@ -154,7 +151,10 @@ mod tests {
 
     #[test]
     fn size_hint_follows_chunked_flag() {
-        assert_eq!(PatternBody::new(10, false, None).size_hint().exact(), Some(10));
+        assert_eq!(
+            PatternBody::new(10, false, None).size_hint().exact(),
+            Some(10)
+        );
         assert_eq!(PatternBody::new(10, true, None).size_hint().exact(), None);
     }
 }

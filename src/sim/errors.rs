@@ -276,7 +276,10 @@ mod tests {
         let xml = OracleError::session_expired(Api::Km, Format::Xml);
         assert_ne!(json.status, xml.status);
         assert_eq!(json.json_body()["error"]["errorCode"], "OK-SESSION0003");
-        assert_eq!(json.json_body()["error"]["errorPath"], serde_json::Value::Null);
+        assert_eq!(
+            json.json_body()["error"]["errorPath"],
+            serde_json::Value::Null
+        );
     }
 
     #[test]

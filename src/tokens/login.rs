@@ -39,23 +39,33 @@ pub enum LoginError {
 }
 
 /// Logs the API user in; returns the integration token.
-pub async fn integration(client: &HttpClient, origin: &Origin, cfg: &Config) -> Result<SecretString, LoginError> {
+pub async fn integration(
+    client: &HttpClient,
+    origin: &Origin,
+    cfg: &Config,
+) -> Result<SecretString, LoginError> {
     let body = serde_json::json!({
         "login": cfg.api_user.login,
         "password": cfg.api_user.password.expose(),
         "siteName": cfg.upstream.site_name,
     });
-    let kmauthtoken = serde_json::json!({"siteName": cfg.upstream.site_name, "localeId": cfg.upstream.locale});
+    let kmauthtoken =
+        serde_json::json!({"siteName": cfg.upstream.site_name, "localeId": cfg.upstream.locale});
     let req = request(
         origin,
-        &format!("/km/api/{}/auth/integration/authorize", cfg.upstream.api_version),
+        &format!(
+            "/km/api/{}/auth/integration/authorize",
+            cfg.upstream.api_version
+        ),
         "application/json",
         kmauthtoken.to_string(),
         body.to_string(),
     )?;
     let answer = match exchange(client, req, cfg.upstream.timeout).await {
         Err(LoginError::StaleIntegration) => {
-            return Err(LoginError::Transient("the API user login was answered with a session error".into()))
+            return Err(LoginError::Transient(
+                "the API user login was answered with a session error".into(),
+            ))
         }
         other => other?,
     };
@@ -63,7 +73,9 @@ pub async fn integration(client: &HttpClient, origin: &Origin, cfg: &Config) -> 
         .map_err(|_| LoginError::Transient("the API user login answer is not JSON".into()))?;
     match parsed.get("authenticationToken") {
         Some(serde_json::Value::String(t)) if !t.is_empty() => Ok(SecretString::from(t.clone())),
-        _ => Err(LoginError::Transient("the API user login answer has no authenticationToken".into())),
+        _ => Err(LoginError::Transient(
+            "the API user login answer has no authenticationToken".into(),
+        )),
     }
 }
 
@@ -99,7 +111,8 @@ pub async fn user(
     )?;
     req.headers_mut().insert("kmauthtoken", kmauthtoken);
     let answer = exchange(client, req, cfg.upstream.timeout).await?;
-    user_token(&answer).ok_or_else(|| LoginError::Transient("the user login answer has no userToken".into()))
+    user_token(&answer)
+        .ok_or_else(|| LoginError::Transient("the user login answer has no userToken".into()))
 }
 
 /// Extracts `userToken` from a user login answer: `authenticationToken` is a
@@ -146,12 +159,18 @@ fn request(
 }
 
 /// Sends a login request and reads its answer (bounded), sorting failures.
-async fn exchange(client: &HttpClient, req: Request<Full<Bytes>>, timeout: Duration) -> Result<Bytes, LoginError> {
+async fn exchange(
+    client: &HttpClient,
+    req: Request<Full<Bytes>>,
+    timeout: Duration,
+) -> Result<Bytes, LoginError> {
     let work = async {
-        let res = client
-            .request(req)
-            .await
-            .map_err(|e| LoginError::Transient(format!("upstream unreachable: {}", crate::proxy::error_chain(&e))))?;
+        let res = client.request(req).await.map_err(|e| {
+            LoginError::Transient(format!(
+                "upstream unreachable: {}",
+                crate::proxy::error_chain(&e)
+            ))
+        })?;
         let status = res.status();
         let body = Limited::new(res.into_body(), MAX_ANSWER)
             .collect()
@@ -165,10 +184,16 @@ async fn exchange(client: &HttpClient, req: Request<Full<Bytes>>, timeout: Durat
             if code.starts_with("OK-SESSION") {
                 Err(LoginError::StaleIntegration)
             } else {
-                Err(LoginError::Rejected(format!("HTTP {} {code}", status.as_u16())))
+                Err(LoginError::Rejected(format!(
+                    "HTTP {} {code}",
+                    status.as_u16()
+                )))
             }
         } else {
-            Err(LoginError::Transient(format!("upstream answered HTTP {}", status.as_u16())))
+            Err(LoginError::Transient(format!(
+                "upstream answered HTTP {}",
+                status.as_u16()
+            )))
         }
     };
     tokio::time::timeout(timeout, work)
@@ -184,9 +209,19 @@ mod tests {
     #[test]
     fn user_token_from_string_and_object_forms() {
         let s = br#"{"authenticationToken":"{\"localeId\":\"en_US\",\"userToken\":\"U+1/=\",\"integrationUserToken\":null}","user":{"isActive":true}}"#;
-        assert_eq!(user_token(s).map(|t| t.expose_secret().to_owned()).as_deref(), Some("U+1/="));
+        assert_eq!(
+            user_token(s)
+                .map(|t| t.expose_secret().to_owned())
+                .as_deref(),
+            Some("U+1/=")
+        );
         let o = br#"{"authenticationToken":{"userToken":"U2"}}"#;
-        assert_eq!(user_token(o).map(|t| t.expose_secret().to_owned()).as_deref(), Some("U2"));
+        assert_eq!(
+            user_token(o)
+                .map(|t| t.expose_secret().to_owned())
+                .as_deref(),
+            Some("U2")
+        );
         assert!(user_token(br#"{"authenticationToken":"{}"}"#).is_none());
         assert!(user_token(b"nope").is_none());
     }

@@ -89,11 +89,17 @@ pub enum TokenError {
     )]
     Parked { principal: String, reason: String },
     #[error("login for `{principal}` is backing off after failures; retry in {}s", retry_after.as_secs().max(1))]
-    Backoff { principal: String, retry_after: Duration },
+    Backoff {
+        principal: String,
+        retry_after: Duration,
+    },
     #[error("login for `{principal}` failed: {reason}")]
     Failed { principal: String, reason: String },
     #[error("login for `{principal}` timed out after {timeout:?}")]
-    Timeout { principal: String, timeout: Duration },
+    Timeout {
+        principal: String,
+        timeout: Duration,
+    },
 }
 
 /// Expires each cache entry when its token's lifetime ends.
@@ -104,7 +110,13 @@ impl Expiry<Key, Arc<Token>> for AtLifetimeEnd {
         Some(t.expires.saturating_duration_since(now))
     }
 
-    fn expire_after_update(&self, _: &Key, t: &Arc<Token>, now: Instant, _: Option<Duration>) -> Option<Duration> {
+    fn expire_after_update(
+        &self,
+        _: &Key,
+        t: &Arc<Token>,
+        now: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
         Some(t.expires.saturating_duration_since(now))
     }
 }
@@ -202,7 +214,9 @@ impl TokenStore {
     pub async fn invalidate(&self, p: PrincipalId, used: &Credentials) {
         let inner = &self.inner;
         inner.renewals_session.fetch_add(1, Ordering::Relaxed);
-        inner.remove_if_same(Key::Integration, used.integration.serial).await;
+        inner
+            .remove_if_same(Key::Integration, used.integration.serial)
+            .await;
         if let Some(user) = &used.user {
             inner.remove_if_same(Key::User(p), user.serial).await;
         }
@@ -227,7 +241,8 @@ impl TokenStore {
     }
 
     /// Tokens held right now.
-    pub fn cached_tokens(&self) -> u64 {
+    pub async fn cached_tokens(&self) -> u64 {
+        self.inner.cache.run_pending_tasks().await;
         self.inner.cache.entry_count()
     }
 
@@ -303,7 +318,9 @@ impl Inner {
             let issued = Instant::now();
             let issued_at = SystemTime::now();
             let result = match key {
-                Key::Integration => login::integration(&self.client, &self.origin, &self.config).await,
+                Key::Integration => {
+                    login::integration(&self.client, &self.origin, &self.config).await
+                }
                 Key::User(p) => {
                     let integration = Box::pin(self.token(Key::Integration)).await?;
                     let PrincipalKind::User {
@@ -331,7 +348,8 @@ impl Inner {
                         // The integration token died early: drop it and
                         // try once more with a fresh one.
                         retried_stale = true;
-                        self.remove_if_same(Key::Integration, integration.serial).await;
+                        self.remove_if_same(Key::Integration, integration.serial)
+                            .await;
                         continue;
                     }
                     r

@@ -1,0 +1,294 @@
+//! Test harness: a Knowledge Advanced simulator and a real kmproxy, both on
+//! ephemeral loopback ports, and a small HTTP client to call the proxy.
+//!
+//! `Env::start()` gives the standard setup; `Env::builder()` lets a test
+//! change the TOML, the parsed config or the simulator first, so each test
+//! reads as its scenario.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use kmproxy::config::Config;
+use kmproxy::proxy::App;
+use kmproxy::sim::{SimConfig, SimHandle, Simulator};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub const HELPDESK_KEY: &str = "helpdesk-key";
+pub const PORTAL_KEY: &str = "portal-key";
+pub const KIOSK_KEY: &str = "kiosk-key";
+
+/// The standard config: `public` (anonymous, default), `agent` (console
+/// user okcsuser), `web` (web user webuser), `portal` (bearer); callers
+/// helpdesk → agent (may act as web), portal-app → portal, kiosk → public.
+pub fn standard_toml() -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+max_body = "1MiB"
+default_principal = "public"
+
+[upstream]
+base_url = "SIM_URL"
+site_name = "ORACLE_KNOWLEDGE"
+locale = "en_US"
+timeout = "10s"
+connect_timeout = "2s"
+kmauthtoken_extra = {{ interfaceId = "7", appId = "kmproxy-tests" }}
+
+[api_user]
+login = "apiuser"
+password = "apipass1"
+
+[tokens]
+lifetime = "24h"
+refresh_before = "10m"
+
+[[principals]]
+name = "public"
+kind = "anonymous"
+
+[[principals]]
+name = "agent"
+kind = "account"
+user = "okcsuser"
+password = "Password1"
+
+[[principals]]
+name = "web"
+kind = "contact"
+user = "webuser"
+password = "Password1"
+
+[[principals]]
+name = "portal"
+kind = "bearer"
+
+[[callers]]
+name = "helpdesk"
+key_sha256 = "{}"
+principal = "agent"
+act_as = ["web"]
+
+[[callers]]
+name = "portal-app"
+key_sha256 = "{}"
+principal = "portal"
+
+[[callers]]
+name = "kiosk"
+key_sha256 = "{}"
+principal = "public"
+"#,
+        kmproxy::callers::hash_key(HELPDESK_KEY.as_bytes()),
+        kmproxy::callers::hash_key(PORTAL_KEY.as_bytes()),
+        kmproxy::callers::hash_key(KIOSK_KEY.as_bytes()),
+    )
+}
+
+type ConfigTweak = Box<dyn FnOnce(&mut Config)>;
+
+pub struct Builder {
+    toml: String,
+    sim: SimConfig,
+    tweaks: Vec<ConfigTweak>,
+}
+
+impl Builder {
+    /// Edits the TOML text (before `SIM_URL` is filled in).
+    pub fn toml(mut self, f: impl FnOnce(String) -> String) -> Self {
+        self.toml = f(self.toml);
+        self
+    }
+
+    /// Edits the parsed config.
+    pub fn config(mut self, f: impl FnOnce(&mut Config) + 'static) -> Self {
+        self.tweaks.push(Box::new(f));
+        self
+    }
+
+    /// Edits the simulator's config.
+    pub fn sim(mut self, f: impl FnOnce(&mut SimConfig)) -> Self {
+        f(&mut self.sim);
+        self
+    }
+
+    pub async fn start(self) -> Env {
+        self.start_with(|t, _| t).await
+    }
+
+    /// Like `start`, with a last edit of the TOML that knows the simulator's URL.
+    pub async fn start_with(self, f: impl FnOnce(String, &str) -> String) -> Env {
+        let sim = Simulator::spawn(self.sim).await.unwrap();
+        let text = f(self.toml, &sim.base_url()).replace("SIM_URL", &sim.base_url());
+        let mut config =
+            Config::parse(&text, Path::new("test.toml")).unwrap_or_else(|e| panic!("{e}"));
+        for t in self.tweaks {
+            t(&mut config);
+        }
+        Env::serve(sim, config).await
+    }
+}
+
+/// A running simulator + kmproxy pair.
+pub struct Env {
+    pub sim: SimHandle,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub app: Arc<App>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// An answer from the proxy.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The `errorCode` of an Oracle-shaped error answer.
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["errorCode"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+impl Env {
+    pub fn builder() -> Builder {
+        Builder {
+            toml: standard_toml(),
+            sim: SimConfig::default(),
+            tweaks: Vec::new(),
+        }
+    }
+
+    pub async fn start() -> Env {
+        Self::builder().start().await
+    }
+
+    async fn serve(sim: SimHandle, config: Config) -> Env {
+        let data = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (proxy_addr, admin_addr) = (data.local_addr().unwrap(), admin.local_addr().unwrap());
+        let app = App::new(Arc::new(config)).unwrap();
+        let (stop, rx) = watch::channel(false);
+        let until = move || {
+            let mut rx = rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        let tasks = vec![
+            tokio::spawn(kmproxy::server::serve(Arc::clone(&app), data, until())),
+            tokio::spawn(kmproxy::admin::serve(Arc::clone(&app), admin, until())),
+        ];
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        Env {
+            sim,
+            proxy: proxy_addr,
+            admin: admin_addr,
+            app,
+            client,
+            stop,
+            tasks,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.proxy, path)
+    }
+
+    /// Sends a request to the proxy and reads the whole answer.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Answer {
+        self.send_to(self.proxy, method, path, headers, body).await
+    }
+
+    pub async fn send_to(
+        &self,
+        addr: SocketAddr,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Answer {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}{path}"));
+        for (k, v) in headers {
+            req = req.header(*k, HeaderValue::from_str(v).unwrap());
+        }
+        let res = self
+            .client
+            .request(req.body(Full::new(body.into())).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = res.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
+        self.send(Method::GET, path, headers, Bytes::new()).await
+    }
+
+    /// GET on the admin listener.
+    pub async fn admin_get(&self, path: &str) -> Answer {
+        self.send_to(self.admin, Method::GET, path, &[], Bytes::new())
+            .await
+    }
+
+    pub fn simulator(&self) -> &Simulator {
+        &self.sim.sim
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Polls `f` until it holds or `within` passes; returns whether it held.
+pub async fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    f()
+}
