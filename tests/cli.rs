@@ -17,7 +17,11 @@ fn kmproxy(args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn write_config(dir: &tempfile::TempDir, base_url: &str) -> String {
@@ -68,7 +72,12 @@ fn bad_config_exits_2_naming_file_and_every_key() {
     let o = kmproxy(&["--config", &p, "check"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let t = text(&o);
-    for key in ["server.listen", "server.maxbody: unknown key", "upstream.site_name: missing", "api_user.password"] {
+    for key in [
+        "server.listen",
+        "server.maxbody: unknown key",
+        "upstream.site_name: missing",
+        "api_user.password",
+    ] {
         assert!(t.contains(&format!("{p}: {key}")), "missing {key} in:\n{t}");
     }
     // serve refuses it the same way.
@@ -91,9 +100,15 @@ fn check_prints_a_redacted_summary() {
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let t = text(&o);
-    assert!(t.contains("agent") && t.contains("okcsuser") && t.contains("helpdesk"), "{t}");
+    assert!(
+        t.contains("agent") && t.contains("okcsuser") && t.contains("helpdesk"),
+        "{t}"
+    );
     assert!(t.contains("<from env KMPROXY_TEST_AGENT_PW>"), "{t}");
-    assert!(!t.contains("Password1") && !t.contains("apipass1"), "secret leaked:\n{t}");
+    assert!(
+        !t.contains("Password1") && !t.contains("apipass1"),
+        "secret leaked:\n{t}"
+    );
 }
 
 #[tokio::test]
@@ -115,14 +130,28 @@ async fn check_login_logs_every_principal_in_and_reports_each() {
     let o = run("Password1").await.unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("public") && text(&o).contains("ok"));
-    assert_eq!(sim.sim.logins(kmproxy::sim::LoginKind::Account, Some("okcsuser"), kmproxy::sim::LoginOutcome::Ok), 1);
+    assert_eq!(
+        sim.sim.logins(
+            kmproxy::sim::LoginKind::Account,
+            Some("okcsuser"),
+            kmproxy::sim::LoginOutcome::Ok
+        ),
+        1
+    );
 
     let o = run("wrong-password").await.unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let t = text(&o);
-    assert!(t.contains("agent") && t.contains("FAILED") && t.contains("rejected"), "{t}");
+    assert!(
+        t.contains("agent") && t.contains("FAILED") && t.contains("rejected"),
+        "{t}"
+    );
     // Nothing secret in the output, even at trace level.
-    for secret in sim.sim.issued_tokens().iter().map(String::as_str).chain(["Password1", "apipass1", "wrong-password"]) {
+    for secret in sim.sim.issued_tokens().iter().map(String::as_str).chain([
+        "Password1",
+        "apipass1",
+        "wrong-password",
+    ]) {
         assert!(!t.contains(secret), "leaked {secret}");
     }
 }
@@ -157,14 +186,21 @@ fn every_command_has_help() {
     ] {
         let o = kmproxy(&args);
         assert!(o.status.success(), "{args:?}");
-        assert!(String::from_utf8_lossy(&o.stdout).contains("Usage: kmproxy"), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("Usage: kmproxy"),
+            "{args:?}"
+        );
     }
 }
 
 #[test]
 fn example_config_is_valid() {
     let o = Command::new(env!("CARGO_BIN_EXE_kmproxy"))
-        .args(["--config", concat!(env!("CARGO_MANIFEST_DIR"), "/config/kmproxy.example.toml"), "check"])
+        .args([
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/kmproxy.example.toml"),
+            "check",
+        ])
         .env("KM_API_PASSWORD", "x")
         .env("KM_AGENT_PASSWORD", "y")
         .env("KM_WEB_PASSWORD", "z")

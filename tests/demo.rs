@@ -55,7 +55,10 @@ async fn run_curl(line: &str) -> (StatusCode, Bytes) {
         i += 1;
     }
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let res = client.request(req.uri(url.unwrap()).body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    let res = client
+        .request(req.uri(url.unwrap()).body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
     let status = res.status();
     (status, res.into_body().collect().await.unwrap().to_bytes())
 }
@@ -94,7 +97,11 @@ async fn demo_curl_lines_work_as_printed() {
     }
     // The line after the upstream expiry succeeded through one re-login.
     assert_eq!(
-        demo.sim.logins(kmproxy::sim::LoginKind::Integration, None, kmproxy::sim::LoginOutcome::Ok),
+        demo.sim.logins(
+            kmproxy::sim::LoginKind::Integration,
+            None,
+            kmproxy::sim::LoginOutcome::Ok
+        ),
         2
     );
     demo.stop().await;

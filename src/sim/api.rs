@@ -25,7 +25,8 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::auth::{self, Principal};
+use super::access::{self, Principal};
+use super::auth;
 use super::blob::PatternBody;
 use super::errors::{xml_escape, Api, Format, OracleError};
 use super::state::Shared;
@@ -96,7 +97,7 @@ async fn record(shared: &Shared, parts: &Parts, mut body: Body) -> BodyDigest {
         path: parts.uri.path().to_owned(),
         query: parts.uri.query().map(str::to_owned),
         headers: parts.headers.clone(),
-        kmauthtoken: auth::parse_kmauthtoken(&parts.headers)
+        kmauthtoken: access::parse_kmauthtoken(&parts.headers)
             .ok()
             .map(Value::Object),
         body_len: digest.len,
@@ -154,7 +155,7 @@ async fn answer(
 ) -> Response {
     let errors = Format::for_errors(&parts.headers);
     let check_interaction = endpoint != Endpoint::StartInteraction;
-    let principal = match auth::authorize_call(shared, api, &parts.headers, check_interaction) {
+    let principal = match access::authorize_call(shared, api, &parts.headers, check_interaction) {
         Ok(p) => p,
         Err(e) => return e.respond(errors),
     };
@@ -261,7 +262,7 @@ fn echo(api: Api, parts: &Parts, digest: &BodyDigest, principal: &Principal) -> 
     // `HeaderMap` keys are lowercase and each appears once.
     let header_names: Vec<&str> = parts.headers.keys().map(|k| k.as_str()).collect();
     let query = parts.uri.query();
-    let kmauthtoken = auth::parse_kmauthtoken(&parts.headers)
+    let kmauthtoken = access::parse_kmauthtoken(&parts.headers)
         .map(Value::Object)
         .unwrap_or(Value::Null);
     if Format::for_resources(&parts.headers) == Format::Xml {

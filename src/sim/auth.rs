@@ -1,5 +1,5 @@
-//! Authentication: the API user login (integration token), the console/web
-//! user login (user token), and the token check every other call passes.
+//! The two logins: the API user login (integration token) and the
+//! console/web user login (user token).
 //!
 //! Login attempts are counted (by kind, user name as sent, outcome) before
 //! the answer is built, so a test reading the counters right after the
@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
+use super::access::{field, parse_kmauthtoken, site_matches};
 use super::errors::{Api, Format, OracleError};
 use super::state::{Shared, Subject};
 use super::{LoginKind, LoginOutcome, UserKind};
@@ -57,116 +58,6 @@ struct UserSessionToken<'a> {
     user_token: &'a str,
     referrer: Option<&'a str>,
     query_source: Option<&'a str>,
-}
-
-/// Whom an authorised call acts for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Principal {
-    /// `anonymous`, `account`, `contact` or `bearer`.
-    pub(crate) kind: &'static str,
-    /// The user name, for account and contact principals.
-    pub(crate) user: Option<String>,
-}
-
-/// Parse a `kmauthtoken` header: it must be a JSON object.
-pub(crate) fn parse_kmauthtoken(headers: &HeaderMap) -> Result<Map<String, Value>, OracleError> {
-    let raw = headers
-        .get("kmauthtoken")
-        .ok_or_else(|| OracleError::bad_kmauthtoken("the kmauthtoken header is missing"))?;
-    let text = std::str::from_utf8(raw.as_bytes())
-        .map_err(|_| OracleError::bad_kmauthtoken("kmauthtoken is not UTF-8"))?;
-    match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(map)) => Ok(map),
-        _ => Err(OracleError::bad_kmauthtoken(
-            "kmauthtoken is not a JSON object",
-        )),
-    }
-}
-
-fn site_matches(shared: &Shared, site: Option<&Value>) -> bool {
-    site.and_then(Value::as_str)
-        .is_some_and(|s| s.trim() == shared.config.site_name)
-}
-
-/// A string field that is present and not `null`.
-fn field<'a>(token: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    token.get(name).filter(|v| !v.is_null())
-}
-
-/// Check the tokens of an API call; `check_interaction` also validates a
-/// generated `knowledgeInteractionId`. Consumes one injected session error.
-pub(crate) fn authorize_call(
-    shared: &Shared,
-    api: Api,
-    headers: &HeaderMap,
-    check_interaction: bool,
-) -> Result<Principal, OracleError> {
-    let format = Format::for_errors(headers);
-    let token = parse_kmauthtoken(headers)?;
-    if !site_matches(shared, token.get("siteName")) {
-        return Err(OracleError::wrong_site());
-    }
-    let expired = || OracleError::session_expired(api, format);
-    if shared.take_session_error() {
-        return Err(expired());
-    }
-    let integration = field(&token, "integrationUserToken").and_then(Value::as_str);
-    if integration.and_then(|t| shared.lookup(t)) != Some(Subject::Integration) {
-        return Err(expired());
-    }
-    let user_token = field(&token, "userToken");
-    let principal = if let Some(auth) = headers.get(header::AUTHORIZATION) {
-        let bearer = auth
-            .to_str()
-            .ok()
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, jwt)| jwt.trim());
-        if !bearer.is_some_and(|jwt| shared.config.bearer_tokens.iter().any(|t| t == jwt)) {
-            return Err(OracleError::invalid_bearer());
-        }
-        if user_token.is_some() {
-            return Err(OracleError::bearer_with_user_token());
-        }
-        Principal {
-            kind: "bearer",
-            user: None,
-        }
-    } else if let Some(user_token) = user_token {
-        match user_token.as_str().and_then(|t| shared.lookup(t)) {
-            Some(Subject::User { name, kind }) => Principal {
-                kind: match kind {
-                    UserKind::Account => "account",
-                    UserKind::Contact => "contact",
-                },
-                user: Some(name),
-            },
-            _ => return Err(expired()),
-        }
-    } else {
-        Principal {
-            kind: "anonymous",
-            user: None,
-        }
-    };
-    if check_interaction && interaction_generated(&token) {
-        let id = field(&token, "knowledgeInteractionId").and_then(Value::as_str);
-        if !id.is_some_and(|id| shared.interaction_valid(id)) {
-            return Err(OracleError::interaction_invalid());
-        }
-    }
-    if api == Api::Srt && field(&token, "interfaceId").is_none() {
-        return Err(OracleError::interface_required());
-    }
-    Ok(principal)
-}
-
-fn interaction_generated(token: &Map<String, Value>) -> bool {
-    match token.get("interactionIdGenerated") {
-        Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
-        _ => false,
-    }
 }
 
 /// Read a login body, refusing bodies over the limit.
@@ -407,18 +298,5 @@ mod tests {
         assert_eq!((k, u.as_str()), (LoginKind::Account, "x"));
         let (k, u) = login_identity(b"\xff");
         assert_eq!((k, u.as_str()), (LoginKind::Account, ""));
-    }
-
-    #[test]
-    fn interaction_flag_accepts_string_and_bool() {
-        let t = |v: Value| {
-            let mut m = Map::new();
-            m.insert("interactionIdGenerated".into(), v);
-            interaction_generated(&m)
-        };
-        assert!(t(json!("true")));
-        assert!(t(json!(true)));
-        assert!(!t(json!("false")));
-        assert!(!t(Value::Null));
     }
 }

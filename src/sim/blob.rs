@@ -3,21 +3,28 @@
 //! Byte `i` of the body is `i % 251`. It is produced in 64 KiB chunks sliced
 //! from one shared pattern buffer, so a body of any size costs no memory.
 //! With a known length the answer carries `content-length: N`; with
-//! `chunked=1` it does not. With `fail_after=M` (M < N) the body stream fails
-//! after M bytes, which makes the server abort the connection mid-body.
+//! `chunked=1` it does not. With `fail_after=M` (M < N) the body stream pauses
+//! for [`ABORT_GRACE`] after M bytes, so that hyper flushes them to the client,
+//! and then fails, which makes the server abort the connection mid-body.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::OnceLock;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use sha2::{Digest, Sha256};
+use tokio::time::Sleep;
 
 /// Size of each streamed chunk.
 const CHUNK: u64 = 64 * 1024;
 /// The pattern's period.
 const PERIOD: u64 = 251;
+/// How long the body pauses before a `fail_after` abort: hyper drops what it
+/// has buffered but not yet written when a body fails.
+const ABORT_GRACE: Duration = Duration::from_millis(100);
 
 /// The pattern from offset 0, one chunk plus one period long, so any chunk
 /// can be sliced from it without copying.
@@ -59,6 +66,8 @@ pub(crate) struct PatternBody {
     fail_after: Option<u64>,
     /// Whether the length is announced (`content-length`).
     exact: bool,
+    /// The pause before the abort, once started.
+    grace: Option<Pin<Box<Sleep>>>,
 }
 
 impl PatternBody {
@@ -68,6 +77,7 @@ impl PatternBody {
             total,
             fail_after: fail_after.filter(|m| *m < total),
             exact: !chunked,
+            grace: None,
         }
     }
 }
@@ -78,12 +88,18 @@ impl http_body::Body for PatternBody {
 
     fn poll_frame(
         self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         let mut limit = this.total;
         if let Some(m) = this.fail_after {
             if this.sent >= m {
+                let grace = this
+                    .grace
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(ABORT_GRACE)));
+                if grace.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
                 return Poll::Ready(Some(Err(std::io::Error::new(
                     std::io::ErrorKind::ConnectionAborted,
                     "simulated upstream abort (fail_after)",

@@ -42,18 +42,22 @@
 //! | path outside the APIs | 404 | `OK-GEN0004` |
 //!
 //! Session errors deliberately vary in status so that a client has to read the
-//! error code. Timestamps use [`tokio::time::Instant`], so a test on a paused
-//! clock can expire tokens with `tokio::time::advance`.
+//! error code. Token ages use [`tokio::time::Instant`], so a test built with
+//! tokio's `test-util` on a paused clock can expire tokens with
+//! `tokio::time::advance`; otherwise use a short `token_lifetime` or
+//! [`Simulator::expire_all_tokens`].
 //!
 //! # Layout
 //!
 //! * `state`: token registry, counters, injected faults.
-//! * `auth`: the two logins and the per-call token check.
+//! * `auth`: the two logins.
+//! * `access`: the token check every other API call passes.
 //! * `api`: request dispatch, echo, search, interactions, slow, redirect.
 //! * `blob`: the large streamed body.
 //! * `hooks`: the `/__sim/` HTTP hooks.
 //! * `errors`: Oracle-shaped error bodies in JSON and XML.
 
+mod access;
 mod api;
 mod auth;
 mod blob;
@@ -216,6 +220,14 @@ pub struct Simulator {
     shared: Arc<Shared>,
 }
 
+impl fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Simulator")
+            .field("site_name", &self.shared.config.site_name)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Simulator {
     /// A site configured by `config`, with no tokens issued yet.
     pub fn new(config: SimConfig) -> Self {
@@ -322,6 +334,7 @@ impl Simulator {
 }
 
 /// A simulator serving in a background task; dropping it stops the server.
+#[derive(Debug)]
 pub struct SimHandle {
     /// Where it listens.
     pub addr: SocketAddr,
