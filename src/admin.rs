@@ -1,7 +1,6 @@
 //! The admin listener: liveness, readiness, status per principal, metrics,
 //! and the operator's un-park switch. Never shows a token or a secret.
 
-use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -13,10 +12,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
 
-use crate::config::PrincipalKind;
+use crate::config::{ExternalType, PrincipalKind};
 use crate::error::error_body;
 use crate::proxy::App;
-use crate::tokens::Key;
+use crate::tokens::{Key, TokenStore};
 
 /// The admin router.
 pub fn router(app: Arc<App>) -> Router {
@@ -43,10 +42,11 @@ pub async fn serve(
 /// 200 once the integration token is held; else 503 with the reason (and a
 /// background login attempt, which the login gate keeps bounded).
 async fn readyz(State(app): State<Arc<App>>) -> Response {
-    if app.tokens.token_times(Key::Integration).await.is_some() {
+    let live = app.live();
+    if live.tokens.token_times(Key::Integration).await.is_some() {
         return (StatusCode::OK, "ready\n").into_response();
     }
-    let gate = app.tokens.gate(None).status(Instant::now());
+    let gate = live.tokens.gate(None).status(Instant::now());
     let reason = match (&gate.parked, gate.backoff_remaining_secs, &gate.last_error) {
         (Some(r), _, _) => format!("API user login rejected: {r}"),
         (None, Some(s), e) => format!(
@@ -54,8 +54,8 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
             e.as_deref().unwrap_or("a failure")
         ),
         _ => {
-            let tokens = app.tokens.clone();
-            if let Some(p) = (0..app.config.principals.len()).next() {
+            let tokens = live.tokens.clone();
+            if let Some(p) = (0..live.config.principals.len()).next() {
                 tokio::spawn(async move {
                     let _ = tokens.credentials(p).await;
                 });
@@ -87,14 +87,14 @@ struct PrincipalStatus {
 }
 
 async fn one_status(
-    app: &App,
+    tokens: &TokenStore,
     name: String,
     kind: &'static str,
     key: Key,
     gate_of: Option<usize>,
 ) -> PrincipalStatus {
-    let times = app.tokens.token_times(key).await;
-    let gate = app.tokens.gate(gate_of).status(Instant::now());
+    let times = tokens.token_times(key).await;
+    let gate = tokens.gate(gate_of).status(Instant::now());
     let state = if gate.parked.is_some() {
         "parked"
     } else if gate.backoff_remaining_secs.is_some() {
@@ -115,29 +115,32 @@ async fn one_status(
 }
 
 async fn status(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
+    let live = app.live();
+    let tokens = &live.tokens;
     let api_user = one_status(
-        &app,
-        app.config.api_user.login.clone(),
+        tokens,
+        live.config.api_user.login.clone(),
         "api_user",
         Key::Integration,
         None,
     )
     .await;
-    let mut principals = Vec::with_capacity(app.config.principals.len());
-    for (i, p) in app.config.principals.iter().enumerate() {
+    let mut principals = Vec::with_capacity(live.config.principals.len());
+    for (i, p) in live.config.principals.iter().enumerate() {
+        let name = p.name.clone();
         let s = match &p.kind {
             PrincipalKind::User { external_type, .. } => {
                 let kind = match external_type {
-                    crate::config::ExternalType::Account => "account",
-                    crate::config::ExternalType::Contact => "contact",
+                    ExternalType::Account => "account",
+                    ExternalType::Contact => "contact",
                 };
-                one_status(&app, p.name.clone(), kind, Key::User(i), Some(i)).await
+                one_status(tokens, name, kind, Key::User(i), Some(i)).await
             }
             PrincipalKind::Anonymous => {
-                one_status(&app, p.name.clone(), "anonymous", Key::Integration, None).await
+                one_status(tokens, name, "anonymous", Key::Integration, None).await
             }
             PrincipalKind::Bearer => {
-                one_status(&app, p.name.clone(), "bearer", Key::Integration, None).await
+                one_status(tokens, name, "bearer", Key::Integration, None).await
             }
         };
         principals.push(s);
@@ -145,14 +148,15 @@ async fn status(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "api_user": api_user,
         "principals": principals,
-        "cached_tokens": app.tokens.cached_tokens().await,
+        "cached_tokens": tokens.cached_tokens().await,
     }))
 }
 
 async fn reset(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
-    match app.config.principal_id(&name) {
+    let live = app.live();
+    match live.config.principal_id(&name) {
         Some(p) => {
-            app.tokens.reset(p);
+            live.tokens.reset(p);
             tracing::info!(principal = %name, "reset by operator");
             (StatusCode::OK, Json(serde_json::json!({"reset": name}))).into_response()
         }
@@ -170,58 +174,19 @@ async fn reset(State(app): State<Arc<App>>, Path(name): Path<String>) -> Respons
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let mut s = String::new();
-    let now = Instant::now();
-    let _ = writeln!(
-        s,
-        "# HELP kmproxy_logins_total Upstream logins by principal and outcome."
-    );
-    let _ = writeln!(s, "# TYPE kmproxy_logins_total counter");
-    let mut gates = vec![("api_user".to_owned(), app.tokens.gate(None).status(now))];
-    for (i, p) in app.config.principals.iter().enumerate() {
-        if matches!(p.kind, PrincipalKind::User { .. }) {
-            gates.push((p.name.clone(), app.tokens.gate(Some(i)).status(now)));
-        }
-    }
-    for (name, g) in &gates {
-        for (outcome, n) in [
-            ("ok", g.logins_ok),
-            ("rejected", g.logins_rejected),
-            ("failed", g.logins_failed),
-        ] {
-            let _ = writeln!(
-                s,
-                "kmproxy_logins_total{{principal=\"{name}\",outcome=\"{outcome}\"}} {n}"
-            );
-        }
-    }
-    let _ = writeln!(
-        s,
-        "# HELP kmproxy_parked_principals Principals whose login was rejected."
-    );
-    let _ = writeln!(s, "# TYPE kmproxy_parked_principals gauge");
-    let parked = gates.iter().filter(|(_, g)| g.parked.is_some()).count();
-    let _ = writeln!(s, "kmproxy_parked_principals {parked}");
-    let (scheduled, session) = app.tokens.renewal_counts();
-    let _ = writeln!(
-        s,
-        "# HELP kmproxy_token_renewals_total Token renewals by reason."
-    );
-    let _ = writeln!(s, "# TYPE kmproxy_token_renewals_total counter");
-    let _ = writeln!(
-        s,
-        "kmproxy_token_renewals_total{{reason=\"scheduled\"}} {scheduled}"
-    );
-    let _ = writeln!(
-        s,
-        "kmproxy_token_renewals_total{{reason=\"session_error\"}} {session}"
-    );
-    let _ = writeln!(s, "# HELP kmproxy_cached_tokens Tokens held in the cache.");
-    let _ = writeln!(s, "# TYPE kmproxy_cached_tokens gauge");
-    let _ = writeln!(
-        s,
-        "kmproxy_cached_tokens {}",
-        app.tokens.cached_tokens().await
-    );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s).into_response()
+    let live = app.live();
+    app.metrics
+        .cached_tokens
+        .set(live.tokens.cached_tokens().await as i64);
+    app.metrics
+        .parked_principals
+        .set(live.tokens.parked() as i64);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
 }

@@ -171,16 +171,24 @@ async fn serve(path: &Path) -> ExitCode {
     // Warm up: fetch the integration token now, so readiness turns green
     // without waiting for the first call.
     if !config.principals.is_empty() {
-        let tokens = app.tokens.clone();
+        let tokens = app.live().tokens.clone();
         tokio::spawn(async move {
             let _ = tokens.credentials(0).await;
         });
     }
+    #[cfg(unix)]
+    tokio::spawn(reload_on_sighup(Arc::clone(&app), path.to_owned()));
     tracing::info!(addr = %config.server.listen, upstream = %config.upstream.base_url, "kmproxy listening");
-    let data = crate::server::serve(app, listener, async move {
-        crate::server::shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    })
+    let drain = config.server.drain_timeout;
+    let data = crate::server::serve_with_drain(
+        app,
+        listener,
+        async move {
+            crate::server::shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        },
+        drain,
+    )
     .await;
     if let Some(a) = admin {
         let _ = a.await;
@@ -190,6 +198,46 @@ async fn serve(path: &Path) -> ExitCode {
         Err(e) => {
             eprintln!("kmproxy: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// On SIGHUP: re-read the config file and its secrets; swap in a valid one
+/// (identities whose credentials changed lose their tokens, others keep
+/// them), refuse an invalid one and keep running the old.
+#[cfg(unix)]
+async fn reload_on_sighup(app: Arc<App>, path: PathBuf) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reloads are disabled");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let new = match Config::load(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(problems = %e.to_string().trim_end(), "reload refused: the new config is invalid; the old one keeps running");
+                continue;
+            }
+        };
+        let old = app.live();
+        for (what, changed) in [
+            (
+                "server.listen",
+                new.server.listen != old.config.server.listen,
+            ),
+            (
+                "server.admin_listen",
+                new.server.admin_listen != old.config.server.admin_listen,
+            ),
+        ] {
+            if changed {
+                tracing::warn!(key = what, "changed; it takes effect at the next restart");
+            }
+        }
+        match app.reload(new).await {
+            Ok(restarted) => tracing::info!(restarted = ?restarted, "config reloaded"),
+            Err(e) => tracing::error!(error = %e, "reload refused; the old config keeps running"),
         }
     }
 }
@@ -214,7 +262,7 @@ async fn check(path: &Path, login: bool) -> ExitCode {
     println!("\nlogging in:");
     let mut failed = false;
     for (i, p) in config.principals.iter().enumerate() {
-        match app.tokens.credentials(i).await {
+        match app.live().tokens.credentials(i).await {
             Ok(_) => println!("  {:<20} ok", p.name),
             Err(e) => {
                 failed = true;

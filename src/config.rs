@@ -50,6 +50,8 @@ pub struct ServerConfig {
     pub caller_key_header: HeaderName,
     /// Principal for calls without a caller key; `None` = such calls get 401.
     pub default_principal: Option<PrincipalId>,
+    /// On SIGTERM/SIGINT, how long in-flight calls may take to finish.
+    pub drain_timeout: Duration,
 }
 
 /// `[upstream]`: where Knowledge Advanced lives and how to talk to it.
@@ -188,6 +190,7 @@ struct RawServer {
     max_body: Option<toml::Value>,
     caller_key_header: Option<String>,
     default_principal: Option<String>,
+    drain_timeout: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -387,6 +390,12 @@ fn build(raw: RawFile, p: &mut Problems, path: &Path) -> Config {
             .default_principal
             .as_deref()
             .and_then(|n| lookup(p, "server.default_principal".into(), n)),
+        drain_timeout: duration(
+            p,
+            "server.drain_timeout",
+            server.drain_timeout.as_deref(),
+            "30s",
+        ),
     };
 
     let base_url = url(p, "upstream.base_url", upstream.base_url.as_deref());

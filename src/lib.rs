@@ -18,6 +18,7 @@
 //! - [`session_error`]: recognise `OK-SESSION…` answers in JSON or XML.
 //! - [`upstream`]: the one pooled HTTP client (rustls), origins.
 //! - [`error`]: `ProxyError` → Oracle-shaped JSON answer.
+//! - [`admin`] and [`metrics`]: health, readiness, status, Prometheus metrics.
 //! - [`config`] and [`secret`]: the TOML file, validated; secrets redacted.
 //! - [`sim`]: the Knowledge Advanced simulator (demo, tests, compose).
 //! - [`cli`]: the commands.
@@ -29,6 +30,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod kmauthtoken;
+pub mod metrics;
 pub mod proxy;
 pub mod secret;
 pub mod server;

@@ -14,6 +14,11 @@ pub mod headers;
 pub mod route;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+use tracing::Instrument;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -25,6 +30,7 @@ use crate::callers;
 use crate::config::{Config, PrincipalKind};
 use crate::error::ProxyError;
 use crate::kmauthtoken::CallerFields;
+use crate::metrics::{Metrics, RequestLabels};
 use crate::session_error;
 use crate::tokens::TokenStore;
 use crate::upstream::{HttpClient, Origin};
@@ -33,9 +39,19 @@ use route::Api;
 
 /// The `kmauthtoken` header name.
 pub const KMAUTHTOKEN: HeaderName = HeaderName::from_static("kmauthtoken");
+/// The request id header, kept from the caller or made.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Everything the data path needs; shared by every call.
+/// Everything the data path needs, shared by every call. The part that
+/// follows the config is swapped as a whole on reload; calls in flight
+/// finish with the one they started with.
 pub struct App {
+    live: ArcSwap<Live>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The state built from one config.
+pub struct Live {
     pub config: Arc<Config>,
     pub tokens: TokenStore,
     client: HttpClient,
@@ -43,38 +59,158 @@ pub struct App {
     content: Origin,
     /// `search_base_url`, for `/srt/api/`.
     search: Origin,
+    /// Metric label per caller.
+    caller_labels: Box<[Arc<String>]>,
+}
+
+impl Live {
+    fn build(config: Arc<Config>, tokens: TokenStore, client: HttpClient) -> Result<Self, String> {
+        Ok(Self {
+            content: Origin::parse(&config.upstream.base_url)?,
+            search: Origin::parse(&config.upstream.search_base_url)?,
+            caller_labels: config
+                .callers
+                .iter()
+                .map(|c| Arc::new(c.name.clone()))
+                .collect(),
+            tokens,
+            client,
+            config,
+        })
+    }
 }
 
 impl App {
     /// Builds the shared state for `config`.
     pub fn new(config: Arc<Config>) -> Result<Arc<Self>, String> {
+        let metrics = Arc::new(Metrics::new());
         let client = crate::upstream::client(&config.upstream).map_err(|e| e.to_string())?;
+        let tokens = TokenStore::new(Arc::clone(&config), client.clone(), Arc::clone(&metrics))?;
         Ok(Arc::new(Self {
-            tokens: TokenStore::new(Arc::clone(&config), client.clone())?,
-            content: Origin::parse(&config.upstream.base_url)?,
-            search: Origin::parse(&config.upstream.search_base_url)?,
-            client,
-            config,
+            live: ArcSwap::from_pointee(Live::build(config, tokens, client)?),
+            metrics,
         }))
+    }
+
+    /// The current state.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// Swaps in a new config. Identities whose credentials are unchanged
+    /// keep their tokens (and lockout state); returns the names of those
+    /// that start afresh.
+    pub async fn reload(&self, config: Config) -> Result<Vec<String>, String> {
+        let old = self.live();
+        let config = Arc::new(config);
+        let client = crate::upstream::client(&config.upstream).map_err(|e| e.to_string())?;
+        let (tokens, restarted) = TokenStore::succeed(
+            Arc::clone(&config),
+            client.clone(),
+            Arc::clone(&self.metrics),
+            &old.tokens,
+        )
+        .await?;
+        self.live
+            .store(Arc::new(Live::build(config, tokens, client)?));
+        Ok(restarted)
     }
 }
 
+/// What the access line and metrics say about a call.
+#[derive(Default)]
+struct CallInfo {
+    caller: Option<Arc<String>>,
+    principal: Option<usize>,
+    upstream: Option<Duration>,
+    replayed: bool,
+}
+
 /// The axum handler for every data-plane request.
-pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
-    match forward(&app, req).await {
+pub async fn handle(State(app): State<Arc<App>>, mut req: Request) -> Response {
+    let started = Instant::now();
+    let live = app.live();
+    let id = request_id(req.headers());
+    req.headers_mut().insert(REQUEST_ID, id.clone());
+    let (method, uri) = (req.method().clone(), req.uri().clone());
+    let span = tracing::info_span!("request", id = %String::from_utf8_lossy(id.as_bytes()));
+    let mut info = CallInfo::default();
+    let mut res = match forward(&live, &app.metrics, req, &mut info)
+        .instrument(span.clone())
+        .await
+    {
         Ok(res) => res,
         Err(e) => {
-            tracing::warn!(status = e.status().as_u16(), error = %e, "call refused");
+            span.in_scope(
+                || tracing::warn!(status = e.status().as_u16(), error = %e, "call refused"),
+            );
             e.into_response()
+        }
+    };
+    res.headers_mut().insert(REQUEST_ID, id);
+    let status = res.status().as_u16();
+    let caller = info
+        .caller
+        .unwrap_or_else(|| Arc::clone(&app.metrics.no_caller));
+    let principal = info
+        .principal
+        .map_or("-", |p| live.config.principals[p].name.as_str());
+    span.in_scope(|| {
+        tracing::info!(
+            target: "kmproxy::access",
+            caller = %caller,
+            principal,
+            method = %method,
+            path = uri.path(),
+            status,
+            upstream_ms = info.upstream.map(|d| d.as_secs_f64() * 1e3),
+            replayed = info.replayed,
+            total_ms = started.elapsed().as_secs_f64() * 1e3,
+            "call"
+        )
+    });
+    app.metrics
+        .requests
+        .get_or_create(&RequestLabels { caller, status })
+        .inc();
+    res
+}
+
+/// The caller's `x-request-id` when it is a sane token, else a new one.
+fn request_id(headers: &http::HeaderMap) -> HeaderValue {
+    match headers.get(&REQUEST_ID) {
+        Some(v)
+            if !v.is_empty()
+                && v.len() <= 128
+                && v.as_bytes().iter().all(|b| b.is_ascii_graphic()) =>
+        {
+            v.clone()
+        }
+        _ => {
+            let mut buf = [0u8; 32];
+            let id = hex::encode(rand::random::<[u8; 16]>());
+            buf.copy_from_slice(id.as_bytes());
+            HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("-"))
         }
     }
 }
 
-async fn forward(app: &App, req: Request) -> Result<Response, ProxyError> {
+async fn forward(
+    live: &Live,
+    metrics: &Metrics,
+    req: Request,
+    info: &mut CallInfo,
+) -> Result<Response, ProxyError> {
     let (mut parts, body) = req.into_parts();
     let api = route::classify(parts.uri.path())?;
-    let config = &app.config;
-    let id = callers::identify(config, &parts.headers)?;
+    let config = &live.config;
+    let id = callers::identify(config, &parts.headers).inspect_err(|e| {
+        if matches!(e, ProxyError::UnknownCaller) {
+            info.caller = Some(Arc::clone(&metrics.unknown_caller));
+        }
+    })?;
+    info.caller = id.caller.map(|c| Arc::clone(&live.caller_labels[c]));
+    info.principal = Some(id.principal);
     let bearer = matches!(config.principals[id.principal].kind, PrincipalKind::Bearer);
     if bearer && !headers::has_bearer(&parts.headers) {
         return Err(ProxyError::MissingBearer(
@@ -89,34 +225,35 @@ async fn forward(app: &App, req: Request) -> Result<Response, ProxyError> {
     let body = body::read_request(&parts.headers, body, config.server.max_body).await?;
     headers::for_upstream(&mut parts.headers, &config.server.caller_key_header, bearer);
     let origin = match api {
-        Api::Content => &app.content,
-        Api::Search => &app.search,
+        Api::Content => &live.content,
+        Api::Search => &live.search,
     };
     let pq = parts.uri.path_and_query().ok_or(ProxyError::NotFound)?;
     let uri = origin
         .uri(pq)
         .map_err(|e| ProxyError::Upstream(e.to_string()))?;
 
-    let mut replayed = false;
     loop {
-        let creds = app.tokens.credentials(id.principal).await?;
+        let creds = live.tokens.credentials(id.principal).await?;
         let mut req = http::Request::new(Full::new(body.clone()));
         *req.method_mut() = parts.method.clone();
         *req.uri_mut() = uri.clone();
         *req.headers_mut() = parts.headers.clone();
         req.headers_mut().insert(
             KMAUTHTOKEN,
-            creds.kmauthtoken(caller_fields.as_ref(), app.tokens.defaults()),
+            creds.kmauthtoken(caller_fields.as_ref(), live.tokens.defaults()),
         );
 
+        let sent = Instant::now();
         let exchange = async {
-            let res = app
+            let res = live
                 .client
                 .request(req)
                 .await
                 .map_err(|e| ProxyError::Upstream(error_chain(&e)))?;
+            let head_after = sent.elapsed();
             if res.status().is_success() {
-                return Ok::<_, ProxyError>((res.map(Body::new), false));
+                return Ok::<_, ProxyError>((res.map(Body::new), false, head_after));
             }
             let (head, incoming) = res.into_parts();
             let peeked = Peeked::read(incoming, session_error::PEEK_LIMIT)
@@ -124,15 +261,22 @@ async fn forward(app: &App, req: Request) -> Result<Response, ProxyError> {
                 .map_err(|e| ProxyError::Upstream(error_chain(&e)))?;
             let expired =
                 session_error::is_session_error(&peeked.prefix, &config.tokens.session_error_codes);
-            Ok((Response::from_parts(head, peeked.into_body()), expired))
+            Ok((
+                Response::from_parts(head, peeked.into_body()),
+                expired,
+                head_after,
+            ))
         };
-        let (mut res, expired) = tokio::time::timeout(config.upstream.timeout, exchange)
-            .await
-            .map_err(|_| ProxyError::UpstreamTimeout(config.upstream.timeout))??;
-        if expired && !replayed {
+        let outcome = tokio::time::timeout(config.upstream.timeout, exchange).await;
+        let (mut res, expired, head_after) =
+            outcome.map_err(|_| ProxyError::UpstreamTimeout(config.upstream.timeout))??;
+        metrics.upstream_seconds.observe(head_after.as_secs_f64());
+        info.upstream = Some(info.upstream.unwrap_or_default() + head_after);
+        if expired && !info.replayed {
             tracing::info!(principal = %config.principals[id.principal].name, "session expired upstream; logging in again and replaying");
-            app.tokens.invalidate(id.principal, &creds).await;
-            replayed = true;
+            live.tokens.invalidate(id.principal, &creds).await;
+            metrics.replays.inc();
+            info.replayed = true;
             continue;
         }
         headers::strip_hop_by_hop(res.headers_mut());

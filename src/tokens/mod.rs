@@ -14,19 +14,20 @@
 pub mod gate;
 pub mod login;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use http::HeaderValue;
 use moka::future::Cache;
-use moka::ops::compute::Op;
+use moka::ops::compute::{CompResult, Op};
 use moka::Expiry;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::{Config, PrincipalId, PrincipalKind};
 use crate::kmauthtoken::{CallerFields, Defaults, Prefix};
+use crate::metrics::Metrics;
 use crate::upstream::{HttpClient, Origin};
 use gate::{Closed, Gate};
 use login::LoginError;
@@ -135,38 +136,110 @@ struct Inner {
     cache: Cache<Key, Arc<Token>>,
     /// Per principal: the last prepared credentials, rebuilt when a token changes.
     prepared: Box<[ArcSwapOption<Credentials>]>,
-    /// Index 0: the API user; 1 + p: principal p.
-    gates: Box<[Gate]>,
+    /// Index 0: the API user; 1 + p: principal p. Shared with the store
+    /// that replaces this one on reload when the identity is unchanged, so
+    /// a parked login stays parked.
+    gates: Box<[Arc<Gate>]>,
+    /// Metric label per gate index.
+    labels: Box<[Arc<String>]>,
     defaults: Defaults,
     serial: AtomicU64,
-    /// Renewals made ahead of expiry, and re-logins after session errors.
-    pub(crate) renewals_scheduled: AtomicU64,
-    pub(crate) renewals_session: AtomicU64,
+    metrics: Arc<Metrics>,
+    /// Set when a reload replaced this store: its renewal tasks stop.
+    retired: AtomicBool,
 }
 
 impl TokenStore {
     /// A store for `config`, logging in through `client`.
-    pub fn new(config: Arc<Config>, client: HttpClient) -> Result<Self, String> {
+    pub fn new(
+        config: Arc<Config>,
+        client: HttpClient,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, String> {
         let origin = Origin::parse(&config.upstream.base_url)?;
         let n = config.principals.len();
         let defaults = Defaults {
             extra: config.upstream.kmauthtoken_extra.clone(),
             locale: config.upstream.locale.clone(),
         };
+        let labels = std::iter::once("api_user".to_owned())
+            .chain(config.principals.iter().map(|p| p.name.clone()))
+            .map(Arc::new)
+            .collect();
         Ok(Self {
             inner: Arc::new(Inner {
                 cache: Cache::builder().expire_after(AtLifetimeEnd).build(),
                 prepared: (0..n).map(|_| ArcSwapOption::empty()).collect(),
-                gates: (0..=n).map(|_| Gate::default()).collect(),
+                gates: (0..=n).map(|_| Arc::new(Gate::default())).collect(),
+                labels,
                 defaults,
                 origin,
                 client,
                 config,
                 serial: AtomicU64::new(1),
-                renewals_scheduled: AtomicU64::new(0),
-                renewals_session: AtomicU64::new(0),
+                metrics,
+                retired: AtomicBool::new(false),
             }),
         })
+    }
+
+    /// A store for a reloaded `config` that keeps, from `old`, the tokens
+    /// and login gates of every identity whose credentials did not change
+    /// (so a parked login stays parked unless its secret changed), and
+    /// retires `old`. Returns the store and the names of identities that
+    /// start afresh.
+    pub async fn succeed(
+        config: Arc<Config>,
+        client: HttpClient,
+        metrics: Arc<Metrics>,
+        old: &TokenStore,
+    ) -> Result<(Self, Vec<String>), String> {
+        let mut fresh = Self::new(config, client, metrics)?;
+        let (new, prev) = (&fresh.inner.config, &old.inner.config);
+        let same_api_user = new.api_user.login == prev.api_user.login
+            && new.api_user.password.same_value(&prev.api_user.password)
+            && new.upstream.base_url == prev.upstream.base_url
+            && new.upstream.site_name == prev.upstream.site_name
+            && new.upstream.api_version == prev.upstream.api_version;
+        let mut carried: Vec<(Key, Key, usize, usize)> = Vec::new();
+        let mut restarted = Vec::new();
+        if same_api_user {
+            carried.push((Key::Integration, Key::Integration, 0, 0));
+        } else {
+            restarted.push("api_user".to_owned());
+        }
+        for (p, principal) in new.principals.iter().enumerate() {
+            let PrincipalKind::User {
+                external_type,
+                user,
+                password,
+            } = &principal.kind
+            else {
+                continue;
+            };
+            let before = prev.principal_id(&principal.name).filter(|&q| {
+                matches!(&prev.principals[q].kind, PrincipalKind::User { external_type: t, user: u, password: pw }
+                    if t == external_type && u == user && pw.same_value(password))
+            });
+            match before {
+                Some(q) if same_api_user => {
+                    carried.push((Key::User(q), Key::User(p), 1 + q, 1 + p))
+                }
+                _ => restarted.push(principal.name.clone()),
+            }
+        }
+        let inner = Arc::get_mut(&mut fresh.inner).ok_or("token store shared before use")?;
+        for &(_, _, from, to) in &carried {
+            inner.gates[to] = Arc::clone(&old.inner.gates[from]);
+        }
+        old.inner.retired.store(true, Ordering::Relaxed);
+        for (from, to, _, _) in carried {
+            if let Some(token) = old.inner.cache.get(&from).await {
+                fresh.inner.cache.insert(to, Arc::clone(&token)).await;
+                fresh.inner.schedule_renewal(to, &token);
+            }
+        }
+        Ok((fresh, restarted))
     }
 
     /// The configured, token-independent `kmauthtoken` fields.
@@ -213,13 +286,22 @@ impl TokenStore {
     /// newer token already replaced them.
     pub async fn invalidate(&self, p: PrincipalId, used: &Credentials) {
         let inner = &self.inner;
-        inner.renewals_session.fetch_add(1, Ordering::Relaxed);
-        inner
+        if inner
             .remove_if_same(Key::Integration, used.integration.serial)
-            .await;
-        if let Some(user) = &used.user {
-            inner.remove_if_same(Key::User(p), user.serial).await;
+            .await
+        {
+            inner.metrics.renewal("session_error");
         }
+        if let Some(user) = &used.user {
+            if inner.remove_if_same(Key::User(p), user.serial).await {
+                inner.metrics.renewal("session_error");
+            }
+        }
+    }
+
+    /// The config this store serves.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.inner.config
     }
 
     /// Un-parks principal `p` (and the API user it depends on).
@@ -246,21 +328,26 @@ impl TokenStore {
         self.inner.cache.entry_count()
     }
 
-    /// Renewals so far: (scheduled, after a session error).
-    pub fn renewal_counts(&self) -> (u64, u64) {
-        (
-            self.inner.renewals_scheduled.load(Ordering::Relaxed),
-            self.inner.renewals_session.load(Ordering::Relaxed),
-        )
+    /// How many login identities (the API user included) are parked.
+    pub fn parked(&self) -> usize {
+        self.inner.gates.iter().filter(|g| g.is_parked()).count()
     }
 }
 
 impl Inner {
-    fn gate_for(&self, key: Key) -> &Gate {
+    fn index(key: Key) -> usize {
         match key {
-            Key::Integration => &self.gates[0],
-            Key::User(p) => &self.gates[1 + p],
+            Key::Integration => 0,
+            Key::User(p) => 1 + p,
         }
+    }
+
+    fn gate_for(&self, key: Key) -> &Gate {
+        &self.gates[Self::index(key)]
+    }
+
+    fn count_login(&self, key: Key, outcome: &'static str) {
+        self.metrics.login(&self.labels[Self::index(key)], outcome);
     }
 
     fn name_of(&self, key: Key) -> String {
@@ -286,8 +373,11 @@ impl Inner {
             .map_err(|e| (*e).clone())
     }
 
-    async fn remove_if_same(&self, key: Key, serial: u64) {
-        self.cache
+    /// Removes the entry for `key` if it still holds token `serial`;
+    /// returns whether it did.
+    async fn remove_if_same(&self, key: Key, serial: u64) -> bool {
+        let result = self
+            .cache
             .entry(key)
             .and_compute_with(|entry| {
                 let op = match entry {
@@ -297,6 +387,7 @@ impl Inner {
                 std::future::ready(op)
             })
             .await;
+        matches!(result, CompResult::Removed(_))
     }
 
     /// One login through the gate; schedules the new token's renewal.
@@ -358,6 +449,7 @@ impl Inner {
             return match result {
                 Ok(value) => {
                     gate.succeeded();
+                    self.count_login(key, "ok");
                     tracing::info!(principal = %principal(), "logged in");
                     let token = Arc::new(Token {
                         value,
@@ -372,12 +464,14 @@ impl Inner {
                 Err(LoginError::Rejected(reason)) => {
                     tracing::error!(principal = %principal(), %reason, "login rejected; parked until its secret changes or it is reset");
                     gate.rejected(reason.clone());
+                    self.count_login(key, "rejected");
                     Err(TokenError::Parked {
                         principal: principal(),
                         reason,
                     })
                 }
                 Err(LoginError::Timeout(timeout)) => {
+                    self.count_login(key, "failed");
                     gate.failed(format!("timed out after {timeout:?}"), Instant::now());
                     Err(TokenError::Timeout {
                         principal: principal(),
@@ -385,6 +479,7 @@ impl Inner {
                     })
                 }
                 Err(e) => {
+                    self.count_login(key, "failed");
                     let reason = e.to_string();
                     let wait = gate.failed(reason.clone(), Instant::now());
                     tracing::warn!(principal = %principal(), %reason, backoff = ?wait, "login failed");
@@ -414,13 +509,16 @@ impl Inner {
             tokio::time::sleep_until(at.into()).await;
             loop {
                 let Some(inner) = weak.upgrade() else { return };
+                if inner.retired.load(Ordering::Relaxed) {
+                    return;
+                }
                 match inner.cache.get(&key).await {
                     Some(current) if current.serial == serial => {}
                     _ => return,
                 }
                 let wait = match inner.login(key).await {
                     Ok(fresh) => {
-                        inner.renewals_scheduled.fetch_add(1, Ordering::Relaxed);
+                        inner.metrics.renewal("scheduled");
                         inner.replace_if_same(key, serial, fresh).await;
                         return;
                     }
