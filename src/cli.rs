@@ -91,9 +91,11 @@ pub fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -154,6 +156,7 @@ async fn serve(path: &Path) -> ExitCode {
     let admin = match config.server.admin_listen {
         Some(addr) => match TcpListener::bind(addr).await {
             Ok(l) => {
+                let addr = l.local_addr().unwrap_or(addr);
                 tracing::info!(%addr, "admin listening");
                 Some(tokio::spawn(crate::admin::serve(
                     Arc::clone(&app),
@@ -178,7 +181,8 @@ async fn serve(path: &Path) -> ExitCode {
     }
     #[cfg(unix)]
     tokio::spawn(reload_on_sighup(Arc::clone(&app), path.to_owned()));
-    tracing::info!(addr = %config.server.listen, upstream = %config.upstream.base_url, "kmproxy listening");
+    let bound = listener.local_addr().unwrap_or(config.server.listen);
+    tracing::info!(addr = %bound, upstream = %config.upstream.base_url, "kmproxy listening");
     let drain = config.server.drain_timeout;
     let data = crate::server::serve_with_drain(
         app,

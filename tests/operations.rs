@@ -1,0 +1,522 @@
+//! Operating kmproxy as a process: logs (no secret at any level, request
+//! ids, access lines, JSON format), metrics, SIGTERM drain, SIGHUP reload.
+//! kmproxy runs as the real binary; the simulator runs in the test.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{eventually, Env, HELPDESK_KEY};
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use kmproxy::sim::{LoginKind, LoginOutcome, SimConfig, SimHandle, Simulator};
+
+/// A kmproxy process and everything it wrote to stderr.
+struct Proc {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    proxy: SocketAddr,
+    admin: SocketAddr,
+    config: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn config_text(sim_url: &str, agent_password_file: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+default_principal = "public"
+drain_timeout = "5s"
+[upstream]
+base_url = "{sim_url}"
+site_name = "ORACLE_KNOWLEDGE"
+[api_user]
+login = "apiuser"
+password = {{ env = "KMPROXY_TEST_API_PW" }}
+[[principals]]
+name = "public"
+kind = "anonymous"
+[[principals]]
+name = "agent"
+kind = "account"
+user = "okcsuser"
+password = {{ file = "{agent_password_file}" }}
+[[callers]]
+name = "helpdesk"
+key_sha256 = "{}"
+principal = "agent"
+"#,
+        kmproxy::callers::hash_key(HELPDESK_KEY.as_bytes())
+    )
+}
+
+impl Proc {
+    async fn start(sim: &SimHandle, args: &[&str]) -> Proc {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("agent.pw");
+        std::fs::write(&pw, "Password1\n").unwrap();
+        let config = dir.path().join("kmproxy.toml");
+        std::fs::write(&config, config_text(&sim.base_url(), &pw.to_string_lossy())).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kmproxy"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env("KMPROXY_TEST_API_PW", "apipass1")
+            .env("RUST_LOG", "trace")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let find = |what: &str| -> Option<SocketAddr> {
+            let lines = lines.lock().unwrap();
+            let line = lines.iter().find(|l| l.contains(what))?;
+            let at = line.find("127.0.0.1:")?;
+            let addr: String = line[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                .collect();
+            addr.parse().ok()
+        };
+        assert!(
+            eventually(Duration::from_secs(10), || find("kmproxy listening")
+                .is_some())
+            .await,
+            "kmproxy did not start: {:?}",
+            lines.lock().unwrap()
+        );
+        let proxy = find("kmproxy listening").unwrap();
+        let admin = find("admin listening").unwrap();
+        Proc {
+            child,
+            lines,
+            proxy,
+            admin,
+            config,
+            _dir: dir,
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    async fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let end = std::time::Instant::now() + within;
+        while std::time::Instant::now() < end {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn call(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, http::HeaderMap, Bytes) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = client
+        .request(
+            req.body(Full::new(Bytes::from_static(b"{\"q\":1}")))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let (parts, body) = res.into_parts();
+    (
+        parts.status,
+        parts.headers,
+        body.collect().await.unwrap().to_bytes(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_or_token_in_logs_even_at_trace_level() {
+    let sim = Simulator::spawn(SimConfig::default()).await.unwrap();
+    let p = Proc::start(&sim, &["serve"]).await;
+    for _ in 0..3 {
+        let (s, _, _) = call(
+            p.proxy,
+            Method::POST,
+            "/km/api/latest/content",
+            &[("x-kmproxy-key", HELPDESK_KEY)],
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        let (s, _, _) = call(p.proxy, Method::GET, "/km/api/latest/content", &[]).await;
+        assert_eq!(s, StatusCode::OK);
+        sim.sim.expire_all_tokens();
+    }
+    let forged = r#"{"integrationUserToken":"FORGED-INT-TOKEN","userToken":"FORGED-USER-TOKEN"}"#;
+    let (s, _, _) = call(
+        p.proxy,
+        Method::GET,
+        "/km/api/latest/content",
+        &[("kmauthtoken", forged)],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, _) = call(
+        p.proxy,
+        Method::GET,
+        "/km/api/latest/content",
+        &[("x-kmproxy-key", "wrong-key-123")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let log = p.log();
+    assert!(
+        log.contains("TRACE") || log.contains("DEBUG"),
+        "not at trace level?"
+    );
+    let issued = sim.sim.issued_tokens();
+    assert!(issued.len() >= 6);
+    let secrets = [
+        "apipass1",
+        "Password1",
+        HELPDESK_KEY,
+        "wrong-key-123",
+        "FORGED-INT-TOKEN",
+        "FORGED-USER-TOKEN",
+    ];
+    for s in issued.iter().map(String::as_str).chain(secrets) {
+        assert!(!log.contains(s), "log leaks {s}");
+    }
+    // One access line per call, each with its request id.
+    let access: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("kmproxy::access"))
+        .collect();
+    assert_eq!(access.len(), 8, "{access:#?}");
+    assert!(
+        access.iter().all(|l| l.contains("request{id=")),
+        "{access:#?}"
+    );
+    assert!(access.iter().any(|l| l.contains("caller=helpdesk")
+        && l.contains("principal=\"agent\"")
+        || l.contains("principal=agent")));
+    assert!(access.iter().any(|l| l.contains("replayed=true")));
+    assert!(access
+        .iter()
+        .any(|l| l.contains("status=401") && l.contains("caller=unknown")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_request_id() {
+    let sim = Simulator::spawn(SimConfig::default()).await.unwrap();
+    let p = Proc::start(&sim, &["--log-format", "json", "serve"]).await;
+    let (s, h, _) = call(
+        p.proxy,
+        Method::GET,
+        "/km/api/latest/content",
+        &[("x-request-id", "req-abc-123")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["x-request-id"], "req-abc-123");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = p.log();
+    let mut access = 0;
+    for line in log.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if v["target"] == "kmproxy::access" {
+            access += 1;
+            assert_eq!(v["span"]["id"], "req-abc-123", "{line}");
+            assert_eq!(v["fields"]["status"], 200);
+            assert_eq!(v["fields"]["path"], "/km/api/latest/content");
+        }
+    }
+    assert_eq!(access, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_call_in_flight_finish_then_exits_0() {
+    let sim = Simulator::spawn(SimConfig::default()).await.unwrap();
+    let mut p = Proc::start(&sim, &["serve"]).await;
+    let (s, _, _) = call(p.proxy, Method::GET, "/km/api/latest/content", &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    let addr = p.proxy;
+    let slow = tokio::spawn(async move {
+        call(
+            addr,
+            Method::GET,
+            "/km/api/latest/content/slow?ms=1500",
+            &[],
+        )
+        .await
+    });
+    assert!(eventually(Duration::from_secs(5), || sim.sim.request_count() == 2).await);
+    p.signal("-TERM");
+    let (status, _, body) = slow.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+    assert_eq!(
+        p.wait_exit(Duration::from_secs(10)).await,
+        Some(0),
+        "{}",
+        p.log()
+    );
+    // Nothing listens any more.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_changed_credentials_and_refuses_a_bad_config() {
+    let sim = Simulator::spawn(SimConfig {
+        users: vec![kmproxy::sim::SimUser {
+            name: "okcsuser".into(),
+            password: "Password1".into(),
+            kind: kmproxy::sim::UserKind::Account,
+        }],
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let p = Proc::start(&sim, &["serve"]).await;
+    for headers in [&[][..], &[("x-kmproxy-key", HELPDESK_KEY)][..]] {
+        let (s, _, _) = call(p.proxy, Method::GET, "/km/api/latest/content", headers).await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    let logins = |kind| sim.sim.logins(kind, None, LoginOutcome::Ok);
+    assert_eq!(
+        (logins(LoginKind::Integration), logins(LoginKind::Account)),
+        (1, 1)
+    );
+
+    // 1. An invalid config is refused; the old one keeps serving.
+    let good = std::fs::read_to_string(&p.config).unwrap();
+    std::fs::write(
+        &p.config,
+        good.replace("kind = \"account\"", "kind = \"wizard\""),
+    )
+    .unwrap();
+    p.signal("-HUP");
+    assert!(
+        eventually(Duration::from_secs(5), || p
+            .log()
+            .contains("reload refused"))
+        .await
+    );
+    assert!(
+        p.log().contains("principals[1].kind"),
+        "the reason is logged"
+    );
+    let (s, _, _) = call(
+        p.proxy,
+        Method::GET,
+        "/km/api/latest/content",
+        &[("x-kmproxy-key", HELPDESK_KEY)],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(sim.sim.total_logins(), 2);
+
+    // 2. The agent's password file changes (same value): nothing re-logs in.
+    std::fs::write(&p.config, &good).unwrap();
+    p.signal("-HUP");
+    assert!(
+        eventually(Duration::from_secs(5), || p
+            .log()
+            .contains("config reloaded"))
+        .await
+    );
+    for headers in [&[][..], &[("x-kmproxy-key", HELPDESK_KEY)][..]] {
+        let (s, _, _) = call(p.proxy, Method::GET, "/km/api/latest/content", headers).await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    assert_eq!(
+        sim.sim.total_logins(),
+        2,
+        "unchanged identities keep their tokens"
+    );
+
+    // 3. A new agent password: the agent logs in again, the API user does not.
+    let pw_file = p.config.with_file_name("agent.pw");
+    std::fs::write(&pw_file, "Changed1\n").unwrap();
+    p.signal("-HUP");
+    assert!(
+        eventually(Duration::from_secs(5), || p
+            .log()
+            .matches("config reloaded")
+            .count()
+            == 2)
+        .await
+    );
+    let (s, _, body) = call(
+        p.proxy,
+        Method::GET,
+        "/km/api/latest/content",
+        &[("x-kmproxy-key", HELPDESK_KEY)],
+    )
+    .await;
+    // The simulator only knows Password1: the new secret is tried once and rejected.
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "{body:?}");
+    assert_eq!(
+        sim.sim
+            .logins(LoginKind::Account, None, LoginOutcome::Rejected),
+        1
+    );
+    assert_eq!(logins(LoginKind::Integration), 1);
+    // 4. Fixing the secret un-parks the principal without a restart.
+    std::fs::write(&pw_file, "Password1\n").unwrap();
+    p.signal("-HUP");
+    assert!(
+        eventually(Duration::from_secs(5), || p
+            .log()
+            .matches("config reloaded")
+            .count()
+            == 3)
+        .await
+    );
+    let (s, _, _) = call(
+        p.proxy,
+        Method::GET,
+        "/km/api/latest/content",
+        &[("x-kmproxy-key", HELPDESK_KEY)],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(logins(LoginKind::Account), 2);
+    assert_eq!(logins(LoginKind::Integration), 1);
+}
+
+#[tokio::test]
+async fn metrics_count_requests_logins_replays_and_tokens() {
+    let env = Env::start().await;
+    for _ in 0..3 {
+        assert_eq!(
+            env.get("/km/api/latest/content", &[("x-kmproxy-key", HELPDESK_KEY)])
+                .await
+                .status,
+            StatusCode::OK
+        );
+    }
+    env.simulator().expire_all_tokens();
+    assert_eq!(
+        env.get("/km/api/latest/content", &[]).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        env.get("/km/api/latest/content", &[("x-kmproxy-key", "nope")])
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let m = env.admin_get("/metrics").await;
+    assert_eq!(m.status, StatusCode::OK);
+    let text = String::from_utf8(m.body.to_vec()).unwrap();
+    for line in [
+        "kmproxy_requests_total{caller=\"helpdesk\",status=\"200\"} 3",
+        "kmproxy_requests_total{caller=\"-\",status=\"200\"} 1",
+        "kmproxy_requests_total{caller=\"unknown\",status=\"401\"} 1",
+        "kmproxy_logins_total{principal=\"api_user\",outcome=\"ok\"} 2",
+        "kmproxy_logins_total{principal=\"agent\",outcome=\"ok\"} 1",
+        "kmproxy_replays_total 1",
+        "kmproxy_token_renewals_total{reason=\"session_error\"} 1",
+        "kmproxy_upstream_duration_seconds_count 5",
+        "kmproxy_upstream_duration_seconds_bucket{le=\"0.0005\"}",
+        "kmproxy_parked_principals 0",
+    ] {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
+    let cached: i64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("kmproxy_cached_tokens "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(cached, 2, "the integration token and agent's user token");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn request_id_is_kept_or_made_and_forwarded() {
+    let env = Env::start().await;
+    let a = env
+        .get("/km/api/latest/content", &[("x-request-id", "abc-123")])
+        .await;
+    assert_eq!(a.headers["x-request-id"], "abc-123");
+    let b = env.get("/km/api/latest/content", &[]).await;
+    let c = env.get("/nope", &[]).await;
+    let (b_id, c_id) = (
+        b.headers["x-request-id"].to_str().unwrap(),
+        c.headers["x-request-id"].to_str().unwrap(),
+    );
+    assert_eq!(b_id.len(), 32);
+    assert_ne!(b_id, c_id);
+    let reqs = env.simulator().requests();
+    assert_eq!(reqs[0].headers["x-request-id"], "abc-123");
+    assert_eq!(reqs[1].headers["x-request-id"], b_id);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn readyz_and_healthz() {
+    let env = Env::start().await;
+    assert_eq!(env.admin_get("/healthz").await.status, StatusCode::OK);
+    let r = env.admin_get("/readyz").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(String::from_utf8_lossy(&r.body).contains("no integration token"));
+    // readyz kicked off a login in the background: it turns ready by itself.
+    let mut ready = false;
+    for _ in 0..100 {
+        if env.admin_get("/readyz").await.status == StatusCode::OK {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ready);
+    assert_eq!(
+        env.simulator().request_count(),
+        0,
+        "readiness needs no API call"
+    );
+    env.stop().await;
+}
