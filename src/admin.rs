@@ -63,11 +63,7 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
             "no integration token yet".to_owned()
         }
     };
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        format!("not ready: {reason}\n"),
-    )
-        .into_response()
+    (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")).into_response()
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -136,12 +132,8 @@ async fn status(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
                 };
                 one_status(tokens, name, kind, Key::User(i), Some(i)).await
             }
-            PrincipalKind::Anonymous => {
-                one_status(tokens, name, "anonymous", Key::Integration, None).await
-            }
-            PrincipalKind::Bearer => {
-                one_status(tokens, name, "bearer", Key::Integration, None).await
-            }
+            PrincipalKind::Anonymous => one_status(tokens, name, "anonymous", Key::Integration, None).await,
+            PrincipalKind::Bearer => one_status(tokens, name, "bearer", Key::Integration, None).await,
         };
         principals.push(s);
     }
@@ -175,12 +167,8 @@ async fn reset(State(app): State<Arc<App>>, Path(name): Path<String>) -> Respons
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     let live = app.live();
-    app.metrics
-        .cached_tokens
-        .set(live.tokens.cached_tokens().await as i64);
-    app.metrics
-        .parked_principals
-        .set(live.tokens.parked() as i64);
+    app.metrics.cached_tokens.set(live.tokens.cached_tokens().await as i64);
+    app.metrics.parked_principals.set(live.tokens.parked() as i64);
     (
         [(
             header::CONTENT_TYPE,

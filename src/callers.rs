@@ -38,10 +38,7 @@ pub fn identify(config: &Config, headers: &HeaderMap) -> Result<Identity, ProxyE
     };
     let base = match caller {
         Some(c) => config.callers[c].principal,
-        None => config
-            .server
-            .default_principal
-            .ok_or(ProxyError::NoCallerKey)?,
+        None => config.server.default_principal.ok_or(ProxyError::NoCallerKey)?,
     };
     let Some(wanted) = headers.get(ACT_AS_HEADER) else {
         return Ok(Identity {
@@ -126,11 +123,7 @@ mod tests {
         assert_eq!((id.caller, id.principal), (Some(0), 0));
         let id = identify(&c, &headers(&[])).expect("default");
         assert_eq!((id.caller, id.principal), (None, 0));
-        let id = identify(
-            &c,
-            &headers(&[("x-kmproxy-key", "k1"), (ACT_AS_HEADER, "agent")]),
-        )
-        .expect("allowed");
+        let id = identify(&c, &headers(&[("x-kmproxy-key", "k1"), (ACT_AS_HEADER, "agent")])).expect("allowed");
         assert_eq!(id.principal, 1);
     }
 
@@ -146,10 +139,7 @@ mod tests {
             Err(ProxyError::ActAsDenied { .. })
         ));
         assert!(matches!(
-            identify(
-                &c,
-                &headers(&[("x-kmproxy-key", "k1"), (ACT_AS_HEADER, "ghost")])
-            ),
+            identify(&c, &headers(&[("x-kmproxy-key", "k1"), (ACT_AS_HEADER, "ghost")])),
             Err(ProxyError::ActAsDenied { .. })
         ));
     }

@@ -75,10 +75,7 @@ pub fn main() -> ExitCode {
     if let Some(Command::HashKey) = cli.command {
         return hash_key();
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("kmproxy: cannot start the runtime: {e}");
@@ -103,10 +100,7 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn run(cli: Cli) -> ExitCode {
-    let config_path = cli
-        .config
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("kmproxy.toml"));
+    let config_path = cli.config.clone().unwrap_or_else(|| PathBuf::from("kmproxy.toml"));
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&config_path).await,
         Command::Check { login } => check(&config_path, login).await,
@@ -158,11 +152,7 @@ async fn serve(path: &Path) -> ExitCode {
             Ok(l) => {
                 let addr = l.local_addr().unwrap_or(addr);
                 tracing::info!(%addr, "admin listening");
-                Some(tokio::spawn(crate::admin::serve(
-                    Arc::clone(&app),
-                    l,
-                    until(),
-                )))
+                Some(tokio::spawn(crate::admin::serve(Arc::clone(&app), l, until())))
             }
             Err(e) => {
                 eprintln!("kmproxy: cannot listen on {addr} (server.admin_listen): {e}");
@@ -183,16 +173,10 @@ async fn serve(path: &Path) -> ExitCode {
     tokio::spawn(reload_on_sighup(Arc::clone(&app), path.to_owned()));
     let bound = listener.local_addr().unwrap_or(config.server.listen);
     tracing::info!(addr = %bound, upstream = %config.upstream.base_url, "kmproxy listening");
-    let drain = config.server.drain_timeout;
-    let data = crate::server::serve_with_drain(
-        app,
-        listener,
-        async move {
-            crate::server::shutdown_signal().await;
-            let _ = stop_tx.send(true);
-        },
-        drain,
-    )
+    let data = crate::server::serve(app, listener, async move {
+        crate::server::shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    })
     .await;
     if let Some(a) = admin {
         let _ = a.await;
@@ -226,10 +210,7 @@ async fn reload_on_sighup(app: Arc<App>, path: PathBuf) {
         };
         let old = app.live();
         for (what, changed) in [
-            (
-                "server.listen",
-                new.server.listen != old.config.server.listen,
-            ),
+            ("server.listen", new.server.listen != old.config.server.listen),
             (
                 "server.admin_listen",
                 new.server.admin_listen != old.config.server.admin_listen,
@@ -284,19 +265,13 @@ async fn check(path: &Path, login: bool) -> ExitCode {
 /// The redacted summary `check` prints.
 pub fn summary(c: &Config) -> String {
     let mut s = String::new();
-    let admin = c
-        .server
-        .admin_listen
-        .map_or("off".to_owned(), |a| a.to_string());
+    let admin = c.server.admin_listen.map_or("off".to_owned(), |a| a.to_string());
     s += &format!("  listen           {} (admin {admin})\n", c.server.listen);
     s += &format!(
         "  upstream         {} (search {})\n",
         c.upstream.base_url, c.upstream.search_base_url
     );
-    s += &format!(
-        "  site / locale    {} / {}\n",
-        c.upstream.site_name, c.upstream.locale
-    );
+    s += &format!("  site / locale    {} / {}\n", c.upstream.site_name, c.upstream.locale);
     s += &format!(
         "  api user         {} password {}\n",
         c.api_user.login, c.api_user.password
@@ -330,11 +305,7 @@ pub fn summary(c: &Config) -> String {
     }
     s += "  callers:\n";
     for caller in &c.callers {
-        let act_as: Vec<&str> = caller
-            .act_as
-            .iter()
-            .map(|&p| c.principals[p].name.as_str())
-            .collect();
+        let act_as: Vec<&str> = caller.act_as.iter().map(|&p| c.principals[p].name.as_str()).collect();
         s += &format!(
             "    {:<18} -> {}{}\n",
             caller.name,

@@ -52,6 +52,13 @@ pub struct ServerConfig {
     pub default_principal: Option<PrincipalId>,
     /// On SIGTERM/SIGINT, how long in-flight calls may take to finish.
     pub drain_timeout: Duration,
+    /// A request head must arrive within this long of a connection being
+    /// ready for one (slow clients; also the keep-alive idle timeout).
+    pub header_read_timeout: Duration,
+    /// Open client connections at most (accepting pauses at the cap).
+    pub max_connections: usize,
+    /// Calls being handled at once at most; past it, 503.
+    pub max_in_flight: usize,
 }
 
 /// `[upstream]`: where Knowledge Advanced lives and how to talk to it.
@@ -191,6 +198,9 @@ struct RawServer {
     caller_key_header: Option<String>,
     default_principal: Option<String>,
     drain_timeout: Option<String>,
+    header_read_timeout: Option<String>,
+    max_connections: Option<usize>,
+    max_in_flight: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -245,11 +255,7 @@ impl Problems {
     }
 
     /// Deserialises one section, recording unknown keys and type errors.
-    fn section<T: DeserializeOwned + Default>(
-        &mut self,
-        key: &str,
-        value: Option<toml::Value>,
-    ) -> T {
+    fn section<T: DeserializeOwned + Default>(&mut self, key: &str, value: Option<toml::Value>) -> T {
         let Some(value) = value else {
             return T::default();
         };
@@ -294,10 +300,7 @@ impl Config {
             Err(e) => {
                 return Err(ConfigError {
                     path: path.to_owned(),
-                    problems: vec![(
-                        "(syntax)".into(),
-                        e.message().to_owned() + &span_hint(text, e.span()),
-                    )],
+                    problems: vec![("(syntax)".into(), e.message().to_owned() + &span_hint(text, e.span()))],
                 })
             }
         };
@@ -360,11 +363,7 @@ fn build(raw: RawFile, p: &mut Problems, path: &Path) -> Config {
     };
 
     let server = ServerConfig {
-        listen: addr(
-            p,
-            "server.listen",
-            server.listen.as_deref().unwrap_or("127.0.0.1:8080"),
-        ),
+        listen: addr(p, "server.listen", server.listen.as_deref().unwrap_or("127.0.0.1:8080")),
         admin_listen: match server.admin_listen.as_deref().unwrap_or("127.0.0.1:9090") {
             "off" | "" => None,
             a => Some(addr(p, "server.admin_listen", a)),
@@ -374,15 +373,9 @@ fn build(raw: RawFile, p: &mut Problems, path: &Path) -> Config {
             .map(|v| size(p, "server.max_body", &v))
             .unwrap_or(10 << 20),
         caller_key_header: {
-            let h = server
-                .caller_key_header
-                .as_deref()
-                .unwrap_or("x-kmproxy-key");
+            let h = server.caller_key_header.as_deref().unwrap_or("x-kmproxy-key");
             HeaderName::try_from(h).unwrap_or_else(|_| {
-                p.add(
-                    "server.caller_key_header",
-                    format!("`{h}` is not a valid header name"),
-                );
+                p.add("server.caller_key_header", format!("`{h}` is not a valid header name"));
                 HeaderName::from_static("x-kmproxy-key")
             })
         },
@@ -390,13 +383,19 @@ fn build(raw: RawFile, p: &mut Problems, path: &Path) -> Config {
             .default_principal
             .as_deref()
             .and_then(|n| lookup(p, "server.default_principal".into(), n)),
-        drain_timeout: duration(
+        drain_timeout: duration(p, "server.drain_timeout", server.drain_timeout.as_deref(), "30s"),
+        header_read_timeout: duration(
             p,
-            "server.drain_timeout",
-            server.drain_timeout.as_deref(),
-            "30s",
+            "server.header_read_timeout",
+            server.header_read_timeout.as_deref(),
+            "20s",
         ),
+        max_connections: positive(p, "server.max_connections", server.max_connections, 1024),
+        max_in_flight: positive(p, "server.max_in_flight", server.max_in_flight, 512),
     };
+    if server.header_read_timeout.is_zero() {
+        p.add("server.header_read_timeout", "must be greater than zero");
+    }
 
     let base_url = url(p, "upstream.base_url", upstream.base_url.as_deref());
     let upstream = UpstreamConfig {
@@ -408,22 +407,14 @@ fn build(raw: RawFile, p: &mut Problems, path: &Path) -> Config {
         site_name: required(p, "upstream.site_name", upstream.site_name),
         locale: upstream.locale.unwrap_or_else(|| "en_US".into()),
         api_version: upstream.api_version.unwrap_or_else(|| "latest".into()),
-        connect_timeout: duration(
-            p,
-            "upstream.connect_timeout",
-            upstream.connect_timeout.as_deref(),
-            "5s",
-        ),
+        connect_timeout: duration(p, "upstream.connect_timeout", upstream.connect_timeout.as_deref(), "5s"),
         timeout: duration(p, "upstream.timeout", upstream.timeout.as_deref(), "60s"),
         ca_file: upstream.ca_file,
         kmauthtoken_extra: extra_fields(p, upstream.kmauthtoken_extra.unwrap_or_default()),
     };
     if let Some(ca) = &upstream.ca_file {
         if !ca.is_file() {
-            p.add(
-                "upstream.ca_file",
-                format!("`{}` is not a readable file", ca.display()),
-            );
+            p.add("upstream.ca_file", format!("`{}` is not a readable file", ca.display()));
         }
     }
 
@@ -434,12 +425,7 @@ fn build(raw: RawFile, p: &mut Problems, path: &Path) -> Config {
 
     let tokens = TokensConfig {
         lifetime: duration(p, "tokens.lifetime", tokens.lifetime.as_deref(), "24h"),
-        refresh_before: duration(
-            p,
-            "tokens.refresh_before",
-            tokens.refresh_before.as_deref(),
-            "10m",
-        ),
+        refresh_before: duration(p, "tokens.refresh_before", tokens.refresh_before.as_deref(), "10m"),
         session_error_codes: tokens
             .session_error_codes
             .unwrap_or_else(|| vec!["OK-SESSION".into(), "OK-GEN0003".into()]),
@@ -447,16 +433,10 @@ fn build(raw: RawFile, p: &mut Problems, path: &Path) -> Config {
     if tokens.lifetime.is_zero() {
         p.add("tokens.lifetime", "must be greater than zero");
     } else if tokens.refresh_before >= tokens.lifetime {
-        p.add(
-            "tokens.refresh_before",
-            "must be shorter than tokens.lifetime",
-        );
+        p.add("tokens.refresh_before", "must be shorter than tokens.lifetime");
     }
     if tokens.session_error_codes.iter().any(|c| c.is_empty()) {
-        p.add(
-            "tokens.session_error_codes",
-            "an empty prefix would match every error",
-        );
+        p.add("tokens.session_error_codes", "an empty prefix would match every error");
     }
 
     let mut callers: Vec<Caller> = Vec::new();
@@ -474,10 +454,7 @@ fn build(raw: RawFile, p: &mut Problems, path: &Path) -> Config {
                 [0; 32]
             }
             None => {
-                p.add(
-                    format!("{key}.key_sha256"),
-                    "missing (run `kmproxy hash-key`)",
-                );
+                p.add(format!("{key}.key_sha256"), "missing (run `kmproxy hash-key`)");
                 [0; 32]
             }
         };
@@ -485,10 +462,7 @@ fn build(raw: RawFile, p: &mut Problems, path: &Path) -> Config {
             .iter()
             .any(|o| o.key_sha256 == key_sha256 && key_sha256 != [0; 32])
         {
-            p.add(
-                format!("{key}.key_sha256"),
-                "another caller has the same key",
-            );
+            p.add(format!("{key}.key_sha256"), "another caller has the same key");
         }
         let principal = match c.principal.as_deref() {
             Some(n) => lookup(p, format!("{key}.principal"), n),
@@ -530,10 +504,7 @@ fn build_principals(raw: Vec<toml::Value>, p: &mut Problems) -> Vec<Principal> {
         let r: RawPrincipal = p.section(&key, Some(value));
         let name = required(p, &format!("{key}.name"), r.name);
         if !name.is_empty() && out.iter().any(|o| o.name == name) {
-            p.add(
-                format!("{key}.name"),
-                format!("duplicate principal `{name}`"),
-            );
+            p.add(format!("{key}.name"), format!("duplicate principal `{name}`"));
         }
         let mut user_kind = |t| -> PrincipalKind {
             PrincipalKind::User {
@@ -546,10 +517,7 @@ fn build_principals(raw: Vec<toml::Value>, p: &mut Problems) -> Vec<Principal> {
             Some("account") => user_kind(ExternalType::Account),
             Some("contact") => user_kind(ExternalType::Contact),
             Some(k @ ("anonymous" | "bearer")) => {
-                for (field, set) in [
-                    ("user", r.user.is_some()),
-                    ("password", r.password.is_some()),
-                ] {
+                for (field, set) in [("user", r.user.is_some()), ("password", r.password.is_some())] {
                     if set {
                         p.add(format!("{key}.{field}"), format!("not used by kind `{k}`"));
                     }
@@ -568,16 +536,24 @@ fn build_principals(raw: Vec<toml::Value>, p: &mut Problems) -> Vec<Principal> {
                 PrincipalKind::Anonymous
             }
             None => {
-                p.add(
-                    format!("{key}.kind"),
-                    "missing (anonymous, account, contact or bearer)",
-                );
+                p.add(format!("{key}.kind"), "missing (anonymous, account, contact or bearer)");
                 PrincipalKind::Anonymous
             }
         };
         out.push(Principal { name, kind });
     }
     out
+}
+
+fn positive(p: &mut Problems, key: &str, v: Option<usize>, default: usize) -> usize {
+    match v {
+        Some(0) => {
+            p.add(key, "must be at least 1");
+            default
+        }
+        Some(n) => n,
+        None => default,
+    }
 }
 
 fn required(p: &mut Problems, key: &str, v: Option<String>) -> String {
@@ -618,10 +594,7 @@ fn addr(p: &mut Problems, key: &str, v: &str) -> SocketAddr {
 fn duration(p: &mut Problems, key: &str, v: Option<&str>, default: &str) -> Duration {
     let v = v.unwrap_or(default);
     humantime::parse_duration(v).unwrap_or_else(|e| {
-        p.add(
-            key,
-            format!("`{v}` is not a duration like 90s, 10m or 24h ({e})"),
-        );
+        p.add(key, format!("`{v}` is not a duration like 90s, 10m or 24h ({e})"));
         Duration::ZERO
     })
 }
@@ -652,10 +625,7 @@ fn size(p: &mut Problems, key: &str, v: &toml::Value) -> usize {
         _ => None,
     };
     parsed.unwrap_or_else(|| {
-        p.add(
-            key,
-            format!("`{v}` is not a size like 10MiB, 512KiB or 1048576"),
-        );
+        p.add(key, format!("`{v}` is not a size like 10MiB, 512KiB or 1048576"));
         0
     })
 }
@@ -673,10 +643,7 @@ fn url(p: &mut Problems, key: &str, v: Option<&str>) -> String {
             v.trim_end_matches('/').to_owned()
         }
         Ok(_) => {
-            p.add(
-                key,
-                format!("`{v}` must be an http:// or https:// URL with a host"),
-            );
+            p.add(key, format!("`{v}` must be an http:// or https:// URL with a host"));
             String::new()
         }
         Err(e) => {
@@ -703,9 +670,8 @@ fn extra_fields(p: &mut Problems, table: toml::Table) -> Vec<(String, String)> {
 
 fn decode_sha256(v: &str) -> Result<[u8; 32], String> {
     let mut out = [0u8; 32];
-    hex::decode_to_slice(v.trim(), &mut out).map_err(|_| {
-        "must be 64 hex characters (the sha256 of the key; see `kmproxy hash-key`)".to_owned()
-    })?;
+    hex::decode_to_slice(v.trim(), &mut out)
+        .map_err(|_| "must be 64 hex characters (the sha256 of the key; see `kmproxy hash-key`)".to_owned())?;
     Ok(out)
 }
 
@@ -787,10 +753,7 @@ mod tests {
             assert!(keys.contains(&k), "missing {k} in {keys:?}");
         }
         let text = e.to_string();
-        assert!(
-            text.contains("bad.toml: server.colour: unknown key"),
-            "{text}"
-        );
+        assert!(text.contains("bad.toml: server.colour: unknown key"), "{text}");
     }
 
     #[test]

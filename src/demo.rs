@@ -65,8 +65,8 @@ impl Demo {
             admin: local(&admin_l)?,
             sim: local(&sim_l)?,
         };
-        let mut config = Config::parse(DEMO_CONFIG, Path::new("config/demo.toml (built in)"))
-            .map_err(|e| e.to_string())?;
+        let mut config =
+            Config::parse(DEMO_CONFIG, Path::new("config/demo.toml (built in)")).map_err(|e| e.to_string())?;
         config.upstream.base_url = format!("http://{}", bound.sim);
         config.upstream.search_base_url = config.upstream.base_url.clone();
         config.server.listen = bound.proxy;

@@ -39,6 +39,8 @@ pub enum ProxyError {
     Upstream(String),
     #[error("the upstream did not answer within {0:?}")]
     UpstreamTimeout(Duration),
+    #[error("kmproxy is handling {0} calls already; retry shortly")]
+    Overloaded(usize),
 }
 
 impl ProxyError {
@@ -46,26 +48,10 @@ impl ProxyError {
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         use ProxyError::*;
         match self {
-            UnknownCaller => (
-                StatusCode::UNAUTHORIZED,
-                "Unknown caller key",
-                "KMPROXY-CALLER",
-            ),
-            NoCallerKey => (
-                StatusCode::UNAUTHORIZED,
-                "Caller key required",
-                "KMPROXY-CALLER",
-            ),
-            MissingBearer(_) => (
-                StatusCode::UNAUTHORIZED,
-                "Bearer token required",
-                "KMPROXY-BEARER",
-            ),
-            ActAsDenied { .. } => (
-                StatusCode::FORBIDDEN,
-                "Act-as not allowed",
-                "KMPROXY-ACT-AS",
-            ),
+            UnknownCaller => (StatusCode::UNAUTHORIZED, "Unknown caller key", "KMPROXY-CALLER"),
+            NoCallerKey => (StatusCode::UNAUTHORIZED, "Caller key required", "KMPROXY-CALLER"),
+            MissingBearer(_) => (StatusCode::UNAUTHORIZED, "Bearer token required", "KMPROXY-BEARER"),
+            ActAsDenied { .. } => (StatusCode::FORBIDDEN, "Act-as not allowed", "KMPROXY-ACT-AS"),
             AuthPath => (
                 StatusCode::FORBIDDEN,
                 "Authentication is kmproxy's job",
@@ -77,48 +63,27 @@ impl ProxyError {
                 "KMPROXY-NOT-FOUND",
             ),
             BadPath => (StatusCode::BAD_REQUEST, "Path not allowed", "KMPROXY-PATH"),
-            BadKmauthtoken(_) => (
-                StatusCode::BAD_REQUEST,
-                "Invalid kmauthtoken",
-                "KMPROXY-KMAUTHTOKEN",
-            ),
+            BadKmauthtoken(_) => (StatusCode::BAD_REQUEST, "Invalid kmauthtoken", "KMPROXY-KMAUTHTOKEN"),
             BodyTooLarge(_) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "Request body too large",
                 "KMPROXY-BODY-LIMIT",
             ),
-            BodyRead => (
-                StatusCode::BAD_REQUEST,
-                "Request body unreadable",
-                "KMPROXY-BODY",
-            ),
-            Token(TokenError::Parked { .. }) => (
-                StatusCode::BAD_GATEWAY,
-                "Login rejected",
-                "KMPROXY-LOGIN-REJECTED",
-            ),
+            BodyRead => (StatusCode::BAD_REQUEST, "Request body unreadable", "KMPROXY-BODY"),
+            Token(TokenError::Parked { .. }) => (StatusCode::BAD_GATEWAY, "Login rejected", "KMPROXY-LOGIN-REJECTED"),
             Token(TokenError::Backoff { .. }) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Login backing off",
                 "KMPROXY-LOGIN-BACKOFF",
             ),
-            Token(TokenError::Timeout { .. }) => (
-                StatusCode::GATEWAY_TIMEOUT,
-                "Login timed out",
-                "KMPROXY-TIMEOUT",
-            ),
-            Token(TokenError::Failed { .. }) => {
-                (StatusCode::BAD_GATEWAY, "Login failed", "KMPROXY-LOGIN")
-            }
-            Upstream(_) => (
-                StatusCode::BAD_GATEWAY,
-                "Upstream unavailable",
-                "KMPROXY-UPSTREAM",
-            ),
-            UpstreamTimeout(_) => (
-                StatusCode::GATEWAY_TIMEOUT,
-                "Upstream timeout",
-                "KMPROXY-TIMEOUT",
+            Token(TokenError::Timeout { .. }) => (StatusCode::GATEWAY_TIMEOUT, "Login timed out", "KMPROXY-TIMEOUT"),
+            Token(TokenError::Failed { .. }) => (StatusCode::BAD_GATEWAY, "Login failed", "KMPROXY-LOGIN"),
+            Upstream(_) => (StatusCode::BAD_GATEWAY, "Upstream unavailable", "KMPROXY-UPSTREAM"),
+            UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "Upstream timeout", "KMPROXY-TIMEOUT"),
+            Overloaded(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Too many calls in flight",
+                "KMPROXY-OVERLOADED",
             ),
         }
     }
@@ -143,12 +108,13 @@ impl IntoResponse for ProxyError {
         let (status, title, code) = self.parts();
         let mut res = (status, error_body(title, code, &self.to_string())).into_response();
         let headers = res.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        if let ProxyError::Token(TokenError::Backoff { retry_after, .. }) = &self {
-            let secs = retry_after.as_secs().max(1);
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let retry_after = match &self {
+            ProxyError::Token(TokenError::Backoff { retry_after, .. }) => Some(retry_after.as_secs().max(1)),
+            ProxyError::Overloaded(_) => Some(1),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         res

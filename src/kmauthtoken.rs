@@ -74,10 +74,7 @@ impl CallerFields {
     }
 
     fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
+        self.0.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
     }
 
     /// True when the caller sent none of the kept fields.
@@ -131,8 +128,7 @@ impl Prefix {
                 push_field(&mut s, k, v);
             }
         }
-        let has_locale =
-            caller.get("localeId").is_some() || defaults.extra.iter().any(|(k, _)| k == "localeId");
+        let has_locale = caller.get("localeId").is_some() || defaults.extra.iter().any(|(k, _)| k == "localeId");
         if !has_locale {
             push_field(&mut s, "localeId", &defaults.locale);
         }
@@ -180,10 +176,7 @@ mod tests {
 
     fn defaults() -> Defaults {
         Defaults {
-            extra: vec![
-                ("interfaceId".into(), "1".into()),
-                ("appId".into(), "cfg".into()),
-            ],
+            extra: vec![("interfaceId".into(), "1".into()), ("appId".into(), "cfg".into())],
             locale: "en_US".into(),
         }
     }
@@ -221,10 +214,7 @@ mod tests {
 
     #[test]
     fn refusals() {
-        assert_eq!(
-            CallerFields::parse(b"not json"),
-            Err(CallerTokenError::NotJson)
-        );
+        assert_eq!(CallerFields::parse(b"not json"), Err(CallerTokenError::NotJson));
         assert_eq!(CallerFields::parse(b"[1]"), Err(CallerTokenError::NotJson));
         assert_eq!(
             CallerFields::parse(br#"{"localeId":{"a":1}}"#),
@@ -238,10 +228,7 @@ mod tests {
         let huge = vec![b' '; MAX_CALLER_LEN + 1];
         assert_eq!(CallerFields::parse(&huge), Err(CallerTokenError::TooLong));
         let deep = "[".repeat(5000);
-        assert_eq!(
-            CallerFields::parse(deep.as_bytes()),
-            Err(CallerTokenError::NotJson)
-        );
+        assert_eq!(CallerFields::parse(deep.as_bytes()), Err(CallerTokenError::NotJson));
     }
 
     proptest! {

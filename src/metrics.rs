@@ -15,8 +15,7 @@ use prometheus_client::registry::Registry;
 
 /// Upstream latency buckets, in seconds: sub-millisecond to a minute.
 const LATENCY_BUCKETS: [f64; 17] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
-    40.0, 60.0,
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 60.0,
 ];
 
 /// `kmproxy_requests_total` labels.
@@ -76,17 +75,9 @@ impl Metrics {
             upstream_seconds.clone(),
         );
         let logins = Family::<LoginLabels, Counter>::default();
-        registry.register(
-            "logins",
-            "Upstream logins by principal and outcome",
-            logins.clone(),
-        );
+        registry.register("logins", "Upstream logins by principal and outcome", logins.clone());
         let renewals = Family::<RenewalLabels, Counter>::default();
-        registry.register(
-            "token_renewals",
-            "Token renewals by reason",
-            renewals.clone(),
-        );
+        registry.register("token_renewals", "Token renewals by reason", renewals.clone());
         let replays = Counter::default();
         registry.register(
             "replays",
@@ -94,11 +85,7 @@ impl Metrics {
             replays.clone(),
         );
         let cached_tokens = Gauge::default();
-        registry.register(
-            "cached_tokens",
-            "Tokens held in the cache",
-            cached_tokens.clone(),
-        );
+        registry.register("cached_tokens", "Tokens held in the cache", cached_tokens.clone());
         let parked_principals = Gauge::default();
         registry.register(
             "parked_principals",

@@ -68,8 +68,9 @@ impl Secret {
     fn resolve(source: SecretSource, literal: Option<String>) -> Result<Self, String> {
         let raw = match (&source, literal) {
             (SecretSource::Literal, Some(v)) => v,
-            (SecretSource::Env(name), _) => std::env::var(name)
-                .map_err(|_| format!("environment variable `{name}` is not set"))?,
+            (SecretSource::Env(name), _) => {
+                std::env::var(name).map_err(|_| format!("environment variable `{name}` is not set"))?
+            }
             (SecretSource::File(path), _) => std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?
                 .trim_end_matches(['\r', '\n'])
@@ -99,10 +100,7 @@ impl Secret {
     /// changed a credential).
     pub fn same_value(&self, other: &Secret) -> bool {
         use subtle::ConstantTimeEq;
-        self.expose()
-            .as_bytes()
-            .ct_eq(other.expose().as_bytes())
-            .into()
+        self.expose().as_bytes().ct_eq(other.expose().as_bytes()).into()
     }
 }
 
@@ -148,13 +146,9 @@ mod tests {
     #[test]
     fn bad_shapes_are_explained() {
         let v: toml::Value = toml::toml! { vault = "x" }.into();
-        assert!(Secret::from_toml(&v)
-            .unwrap_err()
-            .contains("unknown key `vault`"));
+        assert!(Secret::from_toml(&v).unwrap_err().contains("unknown key `vault`"));
         let missing: toml::Value = toml::toml! { env = "KMPROXY_TEST_SURELY_UNSET" }.into();
-        assert!(Secret::from_toml(&missing)
-            .unwrap_err()
-            .contains("is not set"));
+        assert!(Secret::from_toml(&missing).unwrap_err().contains("is not set"));
         assert!(Secret::from_toml(&toml::Value::Integer(3)).is_err());
     }
 }

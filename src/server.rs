@@ -1,13 +1,53 @@
-//! Serving: the data-plane router, binding, and graceful shutdown.
+//! Serving: the data-plane router, the accept loop with its connection
+//! limits, and graceful shutdown.
+//!
+//! The accept loop is hyper-util's (rather than `axum::serve`) so that the
+//! protections a sidecar needs can be set: a deadline for a request head
+//! (slow clients; on HTTP/1 it also closes keep-alive connections idle that
+//! long), a cap on header size and count, a cap on open connections (accept
+//! pauses at the cap), and a bounded drain on shutdown.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
+use crate::config::ServerConfig;
 use crate::proxy::{self, App};
+
+/// Largest request head (request line + headers), in bytes.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most request headers accepted.
+pub const MAX_HEADERS: usize = 100;
+
+/// Connection-level limits of a listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// A request head must arrive within this long (also the HTTP/1
+    /// keep-alive idle timeout).
+    pub header_read_timeout: Duration,
+    /// Open connections at most; accepting pauses at the cap.
+    pub max_connections: usize,
+    /// After shutdown starts, how long in-flight calls may take.
+    pub drain_timeout: Duration,
+}
+
+impl From<&ServerConfig> for Limits {
+    fn from(s: &ServerConfig) -> Self {
+        Self {
+            header_read_timeout: s.header_read_timeout,
+            max_connections: s.max_connections,
+            drain_timeout: s.drain_timeout,
+        }
+    }
+}
 
 /// The data-plane router: every path goes to the proxy handler, which
 /// decides between forwarding and kmproxy's own errors.
@@ -15,46 +55,82 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new().fallback(proxy::handle).with_state(app)
 }
 
-/// Serves the data plane on `listener` until `shutdown` resolves, then
-/// finishes in-flight calls.
+/// Serves the data plane on `listener` until `shutdown` resolves.
 pub async fn serve(
     app: Arc<App>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = Limits::from(&app.live().config.server);
+    serve_router(router(app), listener, limits, shutdown).await
 }
 
-/// Like [`serve`], but once `shutdown` resolves, in-flight calls get at
-/// most `drain` to finish; connections still open after that are dropped.
-pub async fn serve_with_drain(
-    app: Arc<App>,
+/// Serves `router` on `listener` with `limits` until `shutdown` resolves,
+/// then stops accepting and lets open calls finish (at most
+/// `drain_timeout`).
+pub async fn serve_router(
+    router: Router,
     listener: TcpListener,
+    limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    drain: Duration,
 ) -> std::io::Result<()> {
-    let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
-    let signal = async move {
-        shutdown.await;
-        let _ = stopping_tx.send(());
-    };
-    let server = serve(app, listener, signal);
-    tokio::pin!(server);
-    tokio::select! {
-        done = &mut server => done,
-        _ = async {
-            if stopping.await.is_ok() {
-                tokio::time::sleep(drain).await;
-            } else {
-                std::future::pending::<()>().await;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEAD_BYTES as u32)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = Arc::clone(&slots).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Per-connection errors (reset before accept) are the
+                    // client's; running out of descriptors passes.
+                    tracing::debug!(error = %e, "accept failed");
+                    if !matches!(e.kind(), std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset) {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
             }
-        } => {
-            tracing::warn!(?drain, "drain timeout: closing the calls still in flight");
-            Ok(())
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(limits.drain_timeout) => {
+            tracing::warn!(drain = ?limits.drain_timeout, "drain timeout: closing the calls still in flight");
         }
     }
+    Ok(())
 }
 
 /// Resolves on SIGTERM or Ctrl-C (SIGINT).

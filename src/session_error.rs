@@ -67,15 +67,9 @@ mod tests {
 
     #[test]
     fn other_errors_and_junk_are_not_session_errors() {
-        assert!(!is_session_error(
-            br#"{"error":{"errorCode":"OK-SEC0012"}}"#,
-            &codes()
-        ));
+        assert!(!is_session_error(br#"{"error":{"errorCode":"OK-SEC0012"}}"#, &codes()));
         assert!(!is_session_error(b"<html>OK-SESSION0003</html>", &codes()));
-        assert!(!is_session_error(
-            br#"{"title":"OK-SESSION0003"}"#,
-            &codes()
-        ));
+        assert!(!is_session_error(br#"{"title":"OK-SESSION0003"}"#, &codes()));
         assert!(!is_session_error(&[0xff, 0xfe], &codes()));
         assert!(!is_session_error(b"", &codes()));
     }

@@ -15,11 +15,7 @@ use crate::error::ProxyError;
 
 /// Reads a request body whole, refusing one over `max` bytes; a declared
 /// `Content-Length` over the limit is refused before reading anything.
-pub async fn read_request(
-    headers: &HeaderMap,
-    body: Body,
-    max: usize,
-) -> Result<Bytes, ProxyError> {
+pub async fn read_request(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes, ProxyError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -71,9 +67,7 @@ impl Peeked {
         match self.rest {
             None => Body::from(self.prefix),
             Some(rest) => {
-                let head = futures_util::stream::once(std::future::ready(Ok::<_, axum::Error>(
-                    self.prefix,
-                )));
+                let head = futures_util::stream::once(std::future::ready(Ok::<_, axum::Error>(self.prefix)));
                 let tail = rest.into_data_stream().map(|r| r.map_err(axum::Error::new));
                 Body::from_stream(head.chain(tail))
             }

@@ -61,6 +61,8 @@ pub struct Live {
     search: Origin,
     /// Metric label per caller.
     caller_labels: Box<[Arc<String>]>,
+    /// One permit per call being handled (`server.max_in_flight`).
+    in_flight: tokio::sync::Semaphore,
 }
 
 impl Live {
@@ -68,11 +70,8 @@ impl Live {
         Ok(Self {
             content: Origin::parse(&config.upstream.base_url)?,
             search: Origin::parse(&config.upstream.search_base_url)?,
-            caller_labels: config
-                .callers
-                .iter()
-                .map(|c| Arc::new(c.name.clone()))
-                .collect(),
+            in_flight: tokio::sync::Semaphore::new(config.server.max_in_flight),
+            caller_labels: config.callers.iter().map(|c| Arc::new(c.name.clone())).collect(),
             tokens,
             client,
             config,
@@ -111,8 +110,7 @@ impl App {
             &old.tokens,
         )
         .await?;
-        self.live
-            .store(Arc::new(Live::build(config, tokens, client)?));
+        self.live.store(Arc::new(Live::build(config, tokens, client)?));
         Ok(restarted)
     }
 }
@@ -141,20 +139,14 @@ pub async fn handle(State(app): State<Arc<App>>, mut req: Request) -> Response {
     {
         Ok(res) => res,
         Err(e) => {
-            span.in_scope(
-                || tracing::warn!(status = e.status().as_u16(), error = %e, "call refused"),
-            );
+            span.in_scope(|| tracing::warn!(status = e.status().as_u16(), error = %e, "call refused"));
             e.into_response()
         }
     };
     res.headers_mut().insert(REQUEST_ID, id);
     let status = res.status().as_u16();
-    let caller = info
-        .caller
-        .unwrap_or_else(|| Arc::clone(&app.metrics.no_caller));
-    let principal = info
-        .principal
-        .map_or("-", |p| live.config.principals[p].name.as_str());
+    let caller = info.caller.unwrap_or_else(|| Arc::clone(&app.metrics.no_caller));
+    let principal = info.principal.map_or("-", |p| live.config.principals[p].name.as_str());
     span.in_scope(|| {
         tracing::info!(
             target: "kmproxy::access",
@@ -179,13 +171,7 @@ pub async fn handle(State(app): State<Arc<App>>, mut req: Request) -> Response {
 /// The caller's `x-request-id` when it is a sane token, else a new one.
 fn request_id(headers: &http::HeaderMap) -> HeaderValue {
     match headers.get(&REQUEST_ID) {
-        Some(v)
-            if !v.is_empty()
-                && v.len() <= 128
-                && v.as_bytes().iter().all(|b| b.is_ascii_graphic()) =>
-        {
-            v.clone()
-        }
+        Some(v) if !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_graphic()) => v.clone(),
         _ => {
             let mut buf = [0u8; 32];
             let id = hex::encode(rand::random::<[u8; 16]>());
@@ -195,12 +181,11 @@ fn request_id(headers: &http::HeaderMap) -> HeaderValue {
     }
 }
 
-async fn forward(
-    live: &Live,
-    metrics: &Metrics,
-    req: Request,
-    info: &mut CallInfo,
-) -> Result<Response, ProxyError> {
+async fn forward(live: &Live, metrics: &Metrics, req: Request, info: &mut CallInfo) -> Result<Response, ProxyError> {
+    let _permit = live
+        .in_flight
+        .try_acquire()
+        .map_err(|_| ProxyError::Overloaded(live.config.server.max_in_flight))?;
     let (mut parts, body) = req.into_parts();
     let api = route::classify(parts.uri.path())?;
     let config = &live.config;
@@ -213,9 +198,7 @@ async fn forward(
     info.principal = Some(id.principal);
     let bearer = matches!(config.principals[id.principal].kind, PrincipalKind::Bearer);
     if bearer && !headers::has_bearer(&parts.headers) {
-        return Err(ProxyError::MissingBearer(
-            config.principals[id.principal].name.clone(),
-        ));
+        return Err(ProxyError::MissingBearer(config.principals[id.principal].name.clone()));
     }
     let caller_fields = parts
         .headers
@@ -229,9 +212,7 @@ async fn forward(
         Api::Search => &live.search,
     };
     let pq = parts.uri.path_and_query().ok_or(ProxyError::NotFound)?;
-    let uri = origin
-        .uri(pq)
-        .map_err(|e| ProxyError::Upstream(e.to_string()))?;
+    let uri = origin.uri(pq).map_err(|e| ProxyError::Upstream(e.to_string()))?;
 
     loop {
         let creds = live.tokens.credentials(id.principal).await?;
@@ -246,11 +227,13 @@ async fn forward(
 
         let sent = Instant::now();
         let exchange = async {
-            let res = live
-                .client
-                .request(req)
-                .await
-                .map_err(|e| ProxyError::Upstream(error_chain(&e)))?;
+            let res = live.client.request(req).await.map_err(|e| {
+                if is_timeout(&e) {
+                    ProxyError::UpstreamTimeout(config.upstream.connect_timeout)
+                } else {
+                    ProxyError::Upstream(error_chain(&e))
+                }
+            })?;
             let head_after = sent.elapsed();
             if res.status().is_success() {
                 return Ok::<_, ProxyError>((res.map(Body::new), false, head_after));
@@ -259,13 +242,8 @@ async fn forward(
             let peeked = Peeked::read(incoming, session_error::PEEK_LIMIT)
                 .await
                 .map_err(|e| ProxyError::Upstream(error_chain(&e)))?;
-            let expired =
-                session_error::is_session_error(&peeked.prefix, &config.tokens.session_error_codes);
-            Ok((
-                Response::from_parts(head, peeked.into_body()),
-                expired,
-                head_after,
-            ))
+            let expired = session_error::is_session_error(&peeked.prefix, &config.tokens.session_error_codes);
+            Ok((Response::from_parts(head, peeked.into_body()), expired, head_after))
         };
         let outcome = tokio::time::timeout(config.upstream.timeout, exchange).await;
         let (mut res, expired, head_after) =
@@ -282,6 +260,21 @@ async fn forward(
         headers::strip_hop_by_hop(res.headers_mut());
         return Ok(res);
     }
+}
+
+/// True when an error or one of its sources is an I/O timeout (such as the
+/// connector's `connect_timeout`).
+pub fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// A one-line description of an error and its sources (hyper's errors hide

@@ -83,10 +83,7 @@ mod tests {
     #[test]
     fn roots() {
         assert_eq!(classify("/km/api/latest/content").ok(), Some(Api::Content));
-        assert_eq!(
-            classify("/srt/api/v1/search/question").ok(),
-            Some(Api::Search)
-        );
+        assert_eq!(classify("/srt/api/v1/search/question").ok(), Some(Api::Search));
         assert_eq!(classify("/km/api/latest/content/").ok(), Some(Api::Content));
         assert!(matches!(classify("/"), Err(ProxyError::NotFound)));
         assert!(matches!(classify("/km/apix"), Err(ProxyError::NotFound)));

@@ -29,13 +29,11 @@ pub(crate) fn parse_kmauthtoken(headers: &HeaderMap) -> Result<Map<String, Value
     let raw = headers
         .get("kmauthtoken")
         .ok_or_else(|| OracleError::bad_kmauthtoken("the kmauthtoken header is missing"))?;
-    let text = std::str::from_utf8(raw.as_bytes())
-        .map_err(|_| OracleError::bad_kmauthtoken("kmauthtoken is not UTF-8"))?;
+    let text =
+        std::str::from_utf8(raw.as_bytes()).map_err(|_| OracleError::bad_kmauthtoken("kmauthtoken is not UTF-8"))?;
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(map)) => Ok(map),
-        _ => Err(OracleError::bad_kmauthtoken(
-            "kmauthtoken is not a JSON object",
-        )),
+        _ => Err(OracleError::bad_kmauthtoken("kmauthtoken is not a JSON object")),
     }
 }
 
@@ -149,10 +147,7 @@ mod tests {
         assert!(parse_kmauthtoken(&h).is_err());
         h.insert("kmauthtoken", "[1,2]".parse().expect("header value"));
         assert!(parse_kmauthtoken(&h).is_err());
-        h.insert(
-            "kmauthtoken",
-            r#"{"siteName":"S"}"#.parse().expect("header value"),
-        );
+        h.insert("kmauthtoken", r#"{"siteName":"S"}"#.parse().expect("header value"));
         assert_eq!(parse_kmauthtoken(&h).map(|m| m.len()), Ok(1));
     }
 }

@@ -42,11 +42,8 @@ pub(crate) async fn dispatch(State(shared): State<Arc<Shared>>, req: Request) ->
         ["km", "api", _, "auth", "integration", "authorize"] if post => {
             auth::integration_login(&shared, &parts.headers, body).await
         }
-        ["km", "api", _, "auth", "authorize"] if post => {
-            auth::user_login(&shared, &parts.headers, body).await
-        }
-        ["km", "api", _, "auth", "integration", "authorize"]
-        | ["km", "api", _, "auth", "authorize"] => {
+        ["km", "api", _, "auth", "authorize"] if post => auth::user_login(&shared, &parts.headers, body).await,
+        ["km", "api", _, "auth", "integration", "authorize"] | ["km", "api", _, "auth", "authorize"] => {
             let format = Format::for_errors(&parts.headers);
             let _ = record(&shared, &parts, body).await;
             OracleError::method_not_allowed().respond(format)
@@ -97,9 +94,7 @@ async fn record(shared: &Shared, parts: &Parts, mut body: Body) -> BodyDigest {
         path: parts.uri.path().to_owned(),
         query: parts.uri.query().map(str::to_owned),
         headers: parts.headers.clone(),
-        kmauthtoken: access::parse_kmauthtoken(&parts.headers)
-            .ok()
-            .map(Value::Object),
+        kmauthtoken: access::parse_kmauthtoken(&parts.headers).ok().map(Value::Object),
         body_len: digest.len,
         body_sha256: digest.sha256.clone(),
     });
@@ -146,13 +141,7 @@ async fn api_call(shared: &Shared, api: Api, parts: &Parts, rest: &[&str], body:
     response
 }
 
-async fn answer(
-    shared: &Shared,
-    api: Api,
-    parts: &Parts,
-    endpoint: Endpoint,
-    digest: &BodyDigest,
-) -> Response {
+async fn answer(shared: &Shared, api: Api, parts: &Parts, endpoint: Endpoint, digest: &BodyDigest) -> Response {
     let errors = Format::for_errors(&parts.headers);
     let check_interaction = endpoint != Endpoint::StartInteraction;
     let principal = match access::authorize_call(shared, api, &parts.headers, check_interaction) {
@@ -207,8 +196,7 @@ fn start_interaction(shared: &Shared, parts: &Parts) -> Response {
 }
 
 fn blob(query: &str) -> Result<Response, OracleError> {
-    let total = param_u64(query, "bytes")?
-        .ok_or_else(|| OracleError::invalid_input("bytes=N is required"))?;
+    let total = param_u64(query, "bytes")?.ok_or_else(|| OracleError::invalid_input("bytes=N is required"))?;
     let chunked = param(query, "chunked")?.is_some_and(|v| v == "1" || v == "true");
     let fail_after = param_u64(query, "fail_after")?;
     let mut response = Body::new(PatternBody::new(total, chunked, fail_after)).into_response();
@@ -226,8 +214,8 @@ fn blob(query: &str) -> Result<Response, OracleError> {
 
 fn redirect(query: &str) -> Result<Response, OracleError> {
     let to = param(query, "to")?.ok_or_else(|| OracleError::invalid_input("to=URL is required"))?;
-    let location = HeaderValue::from_str(&to)
-        .map_err(|_| OracleError::invalid_input("to is not a valid header value"))?;
+    let location =
+        HeaderValue::from_str(&to).map_err(|_| OracleError::invalid_input("to is not a valid header value"))?;
     Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response())
 }
 
@@ -318,10 +306,7 @@ fn echo_xml(parts: &Parts, digest: &BodyDigest, principal: &Principal) -> String
 
 fn xml(body: String) -> Response {
     (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/xml"),
-        )],
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/xml"))],
         body,
     )
         .into_response()

@@ -88,11 +88,7 @@ fn finish(
 }
 
 /// `POST /km/api/{ver}/auth/integration/authorize`.
-pub(crate) async fn integration_login(
-    shared: &Shared,
-    headers: &HeaderMap,
-    body: Body,
-) -> Response {
+pub(crate) async fn integration_login(shared: &Shared, headers: &HeaderMap, body: Body) -> Response {
     let format = Format::for_errors(headers);
     let rejected = |e| (LoginOutcome::Rejected, e);
     let bytes = match login_body(body).await {
@@ -140,12 +136,7 @@ fn login_identity(bytes: &[u8]) -> (LoginKind, String) {
             )
         })
         .unwrap_or_default();
-    let get = |name: &str| {
-        fields
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
+    let get = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let kind = match get("userExternalType").as_deref() {
         Some(t) if t.eq_ignore_ascii_case("CONTACT") => LoginKind::Contact,
         _ => LoginKind::Account,
@@ -191,8 +182,8 @@ pub(crate) async fn user_login(shared: &Shared, headers: &HeaderMap, body: Body)
                 "the user login takes a form (application/x-www-form-urlencoded)",
             )));
         }
-        let form: UserLogin = serde_urlencoded::from_bytes(&bytes)
-            .map_err(|e| rejected(OracleError::invalid_input(e.to_string())))?;
+        let form: UserLogin =
+            serde_urlencoded::from_bytes(&bytes).map_err(|e| rejected(OracleError::invalid_input(e.to_string())))?;
         let wanted = match form.user_external_type.as_str() {
             "ACCOUNT" => UserKind::Account,
             "CONTACT" => UserKind::Contact,
@@ -208,16 +199,10 @@ pub(crate) async fn user_login(shared: &Shared, headers: &HeaderMap, body: Body)
         // Oracle: when an account and a contact share a user name, the
         // account is authenticated, even for a CONTACT login.
         let users = &shared.config.users;
-        let named = |k: UserKind| {
-            users
-                .iter()
-                .find(|u| u.name == form.user_name && u.kind == k)
-        };
+        let named = |k: UserKind| users.iter().find(|u| u.name == form.user_name && u.kind == k);
         let found = match wanted {
             UserKind::Account => named(UserKind::Account),
-            UserKind::Contact => {
-                named(UserKind::Contact).map(|contact| named(UserKind::Account).unwrap_or(contact))
-            }
+            UserKind::Contact => named(UserKind::Contact).map(|contact| named(UserKind::Account).unwrap_or(contact)),
         };
         let found = found
             .filter(|u| u.password == form.password)
@@ -226,28 +211,13 @@ pub(crate) async fn user_login(shared: &Shared, headers: &HeaderMap, body: Body)
             name: found.name.clone(),
             kind: found.kind,
         });
-        let locale = token
-            .get("localeId")
-            .and_then(Value::as_str)
-            .unwrap_or("en_US");
-        Ok(user_login_answer(
-            shared,
-            locale,
-            &user_token,
-            &found.name,
-            found.kind,
-        ))
+        let locale = token.get("localeId").and_then(Value::as_str).unwrap_or("en_US");
+        Ok(user_login_answer(shared, locale, &user_token, &found.name, found.kind))
     })();
     finish(shared, kind, &user, format, result)
 }
 
-fn user_login_answer(
-    shared: &Shared,
-    locale: &str,
-    user_token: &str,
-    name: &str,
-    kind: UserKind,
-) -> Response {
+fn user_login_answer(shared: &Shared, locale: &str, user_token: &str, name: &str, kind: UserKind) -> Response {
     let session = UserSessionToken {
         locale_id: locale,
         knowledge_interaction_id: None,

@@ -86,10 +86,7 @@ impl http_body::Body for PatternBody {
     type Data = Bytes;
     type Error = std::io::Error;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         let mut limit = this.total;
         if let Some(m) = this.fail_after {
@@ -167,10 +164,7 @@ mod tests {
 
     #[test]
     fn size_hint_follows_chunked_flag() {
-        assert_eq!(
-            PatternBody::new(10, false, None).size_hint().exact(),
-            Some(10)
-        );
+        assert_eq!(PatternBody::new(10, false, None).size_hint().exact(), Some(10));
         assert_eq!(PatternBody::new(10, true, None).size_hint().exact(), None);
     }
 }

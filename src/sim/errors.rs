@@ -93,16 +93,10 @@ impl OracleError {
     /// An expired or unknown session token (or an injected session error).
     pub(crate) fn session_expired(api: Api, format: Format) -> Self {
         match (api, format) {
-            (Api::Km, Format::Json) => Self::new(
-                StatusCode::UNAUTHORIZED,
-                "Session Token has expired",
-                "OK-SESSION0003",
-            ),
-            (Api::Km, Format::Xml) => Self::new(
-                StatusCode::BAD_REQUEST,
-                "Session Token has expired",
-                "OK-SESSION0003",
-            ),
+            (Api::Km, Format::Json) => {
+                Self::new(StatusCode::UNAUTHORIZED, "Session Token has expired", "OK-SESSION0003")
+            }
+            (Api::Km, Format::Xml) => Self::new(StatusCode::BAD_REQUEST, "Session Token has expired", "OK-SESSION0003"),
             (Api::Srt, _) => Self::new(
                 StatusCode::FORBIDDEN,
                 "The token is invalid or has expired",
@@ -113,11 +107,7 @@ impl OracleError {
 
     /// Wrong login, password, site or user type at a login endpoint.
     pub(crate) fn invalid_credentials() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "Invalid user name or password",
-            "OK-AUTH0001",
-        )
+        Self::new(StatusCode::UNAUTHORIZED, "Invalid user name or password", "OK-AUTH0001")
     }
 
     /// A body or parameter the endpoint cannot read.
@@ -142,11 +132,7 @@ impl OracleError {
 
     /// An `Authorization` header that is not an accepted OAuth bearer token.
     pub(crate) fn invalid_bearer() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "The OAuth token is not valid",
-            "OK-AUTH0005",
-        )
+        Self::new(StatusCode::UNAUTHORIZED, "The OAuth token is not valid", "OK-AUTH0005")
     }
 
     /// A bearer token sent together with a `userToken`.
@@ -183,11 +169,7 @@ impl OracleError {
 
     /// A method the endpoint does not take.
     pub(crate) fn method_not_allowed() -> Self {
-        Self::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "Method not allowed",
-            "OK-GEN0005",
-        )
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed", "OK-GEN0005")
     }
 
     /// A fault injected with `fail_logins`.
@@ -229,10 +211,7 @@ impl OracleError {
             Format::Json => (self.status, axum::Json(self.json_body())).into_response(),
             Format::Xml => (
                 self.status,
-                [(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/xml"),
-                )],
+                [(header::CONTENT_TYPE, HeaderValue::from_static("application/xml"))],
                 self.xml_body(),
             )
                 .into_response(),
@@ -276,10 +255,7 @@ mod tests {
         let xml = OracleError::session_expired(Api::Km, Format::Xml);
         assert_ne!(json.status, xml.status);
         assert_eq!(json.json_body()["error"]["errorCode"], "OK-SESSION0003");
-        assert_eq!(
-            json.json_body()["error"]["errorPath"],
-            serde_json::Value::Null
-        );
+        assert_eq!(json.json_body()["error"]["errorPath"], serde_json::Value::Null);
     }
 
     #[test]

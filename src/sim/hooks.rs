@@ -68,17 +68,9 @@ fn outcome_name(outcome: LoginOutcome) -> &'static str {
 pub(crate) fn stats_json(shared: &Shared) -> Value {
     let counts = shared.login_counts();
     let mut totals: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
-    for kind in [
-        LoginKind::Integration,
-        LoginKind::Account,
-        LoginKind::Contact,
-    ] {
+    for kind in [LoginKind::Integration, LoginKind::Account, LoginKind::Contact] {
         let per = totals.entry(kind_name(kind)).or_default();
-        for outcome in [
-            LoginOutcome::Ok,
-            LoginOutcome::Rejected,
-            LoginOutcome::Failed,
-        ] {
+        for outcome in [LoginOutcome::Ok, LoginOutcome::Rejected, LoginOutcome::Failed] {
             per.insert(outcome_name(outcome), shared.logins(kind, None, outcome));
         }
     }

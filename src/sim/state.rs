@@ -121,11 +121,7 @@ impl Shared {
 
     /// Start a knowledge interaction and return its id (32 characters).
     pub(crate) fn start_interaction(&self) -> String {
-        let id: String = rand::rng()
-            .sample_iter(Alphanumeric)
-            .take(32)
-            .map(char::from)
-            .collect();
+        let id: String = rand::rng().sample_iter(Alphanumeric).take(32).map(char::from).collect();
         self.lock().interactions.insert(id.clone(), Instant::now());
         id
     }
@@ -143,11 +139,7 @@ impl Shared {
     }
 
     pub(crate) fn count_login(&self, kind: LoginKind, user: &str, outcome: LoginOutcome) {
-        *self
-            .lock()
-            .logins
-            .entry((kind, user.to_owned(), outcome))
-            .or_default() += 1;
+        *self.lock().logins.entry((kind, user.to_owned(), outcome)).or_default() += 1;
     }
 
     pub(crate) fn logins(&self, kind: LoginKind, user: Option<&str>, outcome: LoginOutcome) -> u64 {
@@ -172,11 +164,7 @@ impl Shared {
             .map(|((k, u, o), n)| (*k, u.clone(), *o, *n))
             .collect();
         all.sort_by(|a, b| {
-            (format!("{:?}", a.0), &a.1, format!("{:?}", a.2)).cmp(&(
-                format!("{:?}", b.0),
-                &b.1,
-                format!("{:?}", b.2),
-            ))
+            (format!("{:?}", a.0), &a.1, format!("{:?}", a.2)).cmp(&(format!("{:?}", b.0), &b.1, format!("{:?}", b.2)))
         });
         all
     }
@@ -241,10 +229,7 @@ impl Shared {
     /// Pending faults, for `/__sim/stats`: login faults left, session errors left.
     pub(crate) fn pending_faults(&self) -> (u32, u32) {
         let inner = self.lock();
-        (
-            inner.login_faults.map_or(0, |(_, n)| n),
-            inner.session_errors,
-        )
+        (inner.login_faults.map_or(0, |(_, n)| n), inner.session_errors)
     }
 
     pub(crate) fn reset_counters(&self) {

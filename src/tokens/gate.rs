@@ -121,10 +121,7 @@ impl Gate {
         let s = self.lock();
         GateStatus {
             parked: s.parked.clone(),
-            backoff_remaining_secs: s
-                .retry_at
-                .filter(|at| *at > now)
-                .map(|at| (at - now).as_secs_f64()),
+            backoff_remaining_secs: s.retry_at.filter(|at| *at > now).map(|at| (at - now).as_secs_f64()),
             consecutive_failures: s.failures,
             logins_ok: s.ok,
             logins_rejected: s.rejected,
@@ -151,12 +148,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_caps() {
-        for (n, lo, hi) in [
-            (1, 0.8, 1.0),
-            (2, 1.6, 2.0),
-            (3, 3.2, 4.0),
-            (30, 240.0, 300.0),
-        ] {
+        for (n, lo, hi) in [(1, 0.8, 1.0), (2, 1.6, 2.0), (3, 3.2, 4.0), (30, 240.0, 300.0)] {
             let d = backoff(n).as_secs_f64();
             assert!((lo..=hi).contains(&d), "failures {n}: {d}");
         }
@@ -168,10 +160,7 @@ mod tests {
         let now = Instant::now();
         assert!(g.check(now).is_ok());
         g.rejected("HTTP 401 OK-AUTH0001".into());
-        assert_eq!(
-            g.check(now),
-            Err(Closed::Parked("HTTP 401 OK-AUTH0001".into()))
-        );
+        assert_eq!(g.check(now), Err(Closed::Parked("HTTP 401 OK-AUTH0001".into())));
         g.reset();
         assert!(g.check(now).is_ok());
     }

@@ -39,29 +39,21 @@ pub enum LoginError {
 }
 
 /// Logs the API user in; returns the integration token.
-pub async fn integration(
-    client: &HttpClient,
-    origin: &Origin,
-    cfg: &Config,
-) -> Result<SecretString, LoginError> {
+pub async fn integration(client: &HttpClient, origin: &Origin, cfg: &Config) -> Result<SecretString, LoginError> {
     let body = serde_json::json!({
         "login": cfg.api_user.login,
         "password": cfg.api_user.password.expose(),
         "siteName": cfg.upstream.site_name,
     });
-    let kmauthtoken =
-        serde_json::json!({"siteName": cfg.upstream.site_name, "localeId": cfg.upstream.locale});
+    let kmauthtoken = serde_json::json!({"siteName": cfg.upstream.site_name, "localeId": cfg.upstream.locale});
     let req = request(
         origin,
-        &format!(
-            "/km/api/{}/auth/integration/authorize",
-            cfg.upstream.api_version
-        ),
+        &format!("/km/api/{}/auth/integration/authorize", cfg.upstream.api_version),
         "application/json",
         kmauthtoken.to_string(),
         body.to_string(),
     )?;
-    let answer = match exchange(client, req, cfg.upstream.timeout).await {
+    let answer = match exchange(client, req, cfg.upstream.timeout, cfg.upstream.connect_timeout).await {
         Err(LoginError::StaleIntegration) => {
             return Err(LoginError::Transient(
                 "the API user login was answered with a session error".into(),
@@ -100,8 +92,8 @@ pub async fn user(
         extra: Vec::new(),
         locale: cfg.upstream.locale.clone(),
     };
-    let kmauthtoken = Prefix::new(&cfg.upstream.site_name, integration_token, None)
-        .finish(&Default::default(), &defaults);
+    let kmauthtoken =
+        Prefix::new(&cfg.upstream.site_name, integration_token, None).finish(&Default::default(), &defaults);
     let mut req = request(
         origin,
         &format!("/km/api/{}/auth/authorize", cfg.upstream.api_version),
@@ -110,9 +102,8 @@ pub async fn user(
         form,
     )?;
     req.headers_mut().insert("kmauthtoken", kmauthtoken);
-    let answer = exchange(client, req, cfg.upstream.timeout).await?;
-    user_token(&answer)
-        .ok_or_else(|| LoginError::Transient("the user login answer has no userToken".into()))
+    let answer = exchange(client, req, cfg.upstream.timeout, cfg.upstream.connect_timeout).await?;
+    user_token(&answer).ok_or_else(|| LoginError::Transient("the user login answer has no userToken".into()))
 }
 
 /// Extracts `userToken` from a user login answer: `authenticationToken` is a
@@ -138,8 +129,8 @@ fn request(
     kmauthtoken: String,
     body: String,
 ) -> Result<Request<Full<Bytes>>, LoginError> {
-    let pq = http::uri::PathAndQuery::try_from(path)
-        .map_err(|e| LoginError::Transient(format!("bad login path: {e}")))?;
+    let pq =
+        http::uri::PathAndQuery::try_from(path).map_err(|e| LoginError::Transient(format!("bad login path: {e}")))?;
     let uri = origin
         .uri(&pq)
         .map_err(|e| LoginError::Transient(format!("bad login URL: {e}")))?;
@@ -163,13 +154,15 @@ async fn exchange(
     client: &HttpClient,
     req: Request<Full<Bytes>>,
     timeout: Duration,
+    connect_timeout: Duration,
 ) -> Result<Bytes, LoginError> {
     let work = async {
         let res = client.request(req).await.map_err(|e| {
-            LoginError::Transient(format!(
-                "upstream unreachable: {}",
-                crate::proxy::error_chain(&e)
-            ))
+            if crate::proxy::is_timeout(&e) {
+                LoginError::Timeout(connect_timeout)
+            } else {
+                LoginError::Transient(format!("upstream unreachable: {}", crate::proxy::error_chain(&e)))
+            }
         })?;
         let status = res.status();
         let body = Limited::new(res.into_body(), MAX_ANSWER)
@@ -184,10 +177,7 @@ async fn exchange(
             if code.starts_with("OK-SESSION") {
                 Err(LoginError::StaleIntegration)
             } else {
-                Err(LoginError::Rejected(format!(
-                    "HTTP {} {code}",
-                    status.as_u16()
-                )))
+                Err(LoginError::Rejected(format!("HTTP {} {code}", status.as_u16())))
             }
         } else {
             Err(LoginError::Transient(format!(
@@ -210,16 +200,12 @@ mod tests {
     fn user_token_from_string_and_object_forms() {
         let s = br#"{"authenticationToken":"{\"localeId\":\"en_US\",\"userToken\":\"U+1/=\",\"integrationUserToken\":null}","user":{"isActive":true}}"#;
         assert_eq!(
-            user_token(s)
-                .map(|t| t.expose_secret().to_owned())
-                .as_deref(),
+            user_token(s).map(|t| t.expose_secret().to_owned()).as_deref(),
             Some("U+1/=")
         );
         let o = br#"{"authenticationToken":{"userToken":"U2"}}"#;
         assert_eq!(
-            user_token(o)
-                .map(|t| t.expose_secret().to_owned())
-                .as_deref(),
+            user_token(o).map(|t| t.expose_secret().to_owned()).as_deref(),
             Some("U2")
         );
         assert!(user_token(br#"{"authenticationToken":"{}"}"#).is_none());

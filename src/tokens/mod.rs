@@ -90,17 +90,11 @@ pub enum TokenError {
     )]
     Parked { principal: String, reason: String },
     #[error("login for `{principal}` is backing off after failures; retry in {}s", retry_after.as_secs().max(1))]
-    Backoff {
-        principal: String,
-        retry_after: Duration,
-    },
+    Backoff { principal: String, retry_after: Duration },
     #[error("login for `{principal}` failed: {reason}")]
     Failed { principal: String, reason: String },
     #[error("login for `{principal}` timed out after {timeout:?}")]
-    Timeout {
-        principal: String,
-        timeout: Duration,
-    },
+    Timeout { principal: String, timeout: Duration },
 }
 
 /// Expires each cache entry when its token's lifetime ends.
@@ -111,13 +105,7 @@ impl Expiry<Key, Arc<Token>> for AtLifetimeEnd {
         Some(t.expires.saturating_duration_since(now))
     }
 
-    fn expire_after_update(
-        &self,
-        _: &Key,
-        t: &Arc<Token>,
-        now: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
+    fn expire_after_update(&self, _: &Key, t: &Arc<Token>, now: Instant, _: Option<Duration>) -> Option<Duration> {
         Some(t.expires.saturating_duration_since(now))
     }
 }
@@ -151,11 +139,7 @@ struct Inner {
 
 impl TokenStore {
     /// A store for `config`, logging in through `client`.
-    pub fn new(
-        config: Arc<Config>,
-        client: HttpClient,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, String> {
+    pub fn new(config: Arc<Config>, client: HttpClient, metrics: Arc<Metrics>) -> Result<Self, String> {
         let origin = Origin::parse(&config.upstream.base_url)?;
         let n = config.principals.len();
         let defaults = Defaults {
@@ -222,9 +206,7 @@ impl TokenStore {
                     if t == external_type && u == user && pw.same_value(password))
             });
             match before {
-                Some(q) if same_api_user => {
-                    carried.push((Key::User(q), Key::User(p), 1 + q, 1 + p))
-                }
+                Some(q) if same_api_user => carried.push((Key::User(q), Key::User(p), 1 + q, 1 + p)),
                 _ => restarted.push(principal.name.clone()),
             }
         }
@@ -286,10 +268,7 @@ impl TokenStore {
     /// newer token already replaced them.
     pub async fn invalidate(&self, p: PrincipalId, used: &Credentials) {
         let inner = &self.inner;
-        if inner
-            .remove_if_same(Key::Integration, used.integration.serial)
-            .await
-        {
+        if inner.remove_if_same(Key::Integration, used.integration.serial).await {
             inner.metrics.renewal("session_error");
         }
         if let Some(user) = &used.user {
@@ -409,9 +388,7 @@ impl Inner {
             let issued = Instant::now();
             let issued_at = SystemTime::now();
             let result = match key {
-                Key::Integration => {
-                    login::integration(&self.client, &self.origin, &self.config).await
-                }
+                Key::Integration => login::integration(&self.client, &self.origin, &self.config).await,
                 Key::User(p) => {
                     let integration = Box::pin(self.token(Key::Integration)).await?;
                     let PrincipalKind::User {
@@ -439,8 +416,7 @@ impl Inner {
                         // The integration token died early: drop it and
                         // try once more with a fresh one.
                         retried_stale = true;
-                        self.remove_if_same(Key::Integration, integration.serial)
-                            .await;
+                        self.remove_if_same(Key::Integration, integration.serial).await;
                         continue;
                     }
                     r
