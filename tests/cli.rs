@@ -147,11 +147,13 @@ async fn check_login_logs_every_principal_in_and_reports_each() {
         "{t}"
     );
     // Nothing secret in the output, even at trace level.
-    for secret in sim.sim.issued_tokens().iter().map(String::as_str).chain([
-        "Password1",
-        "apipass1",
-        "wrong-password",
-    ]) {
+    for secret in sim
+        .sim
+        .issued_tokens()
+        .iter()
+        .map(String::as_str)
+        .chain(["Password1", "apipass1", "wrong-password"])
+    {
         assert!(!t.contains(secret), "leaked {secret}");
     }
 }

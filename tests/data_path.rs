@@ -19,9 +19,7 @@ fn sha(b: &[u8]) -> String {
 #[tokio::test]
 async fn anonymous_call_gets_integration_token_and_configured_fields() {
     let env = Env::start().await;
-    let a = env
-        .get("/km/api/latest/content?q=a%20b&x=%2F&y=%E2%82%AC&z", &[])
-        .await;
+    let a = env.get("/km/api/latest/content?q=a%20b&x=%2F&y=%E2%82%AC&z", &[]).await;
     assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
     let reqs = env.simulator().requests();
     assert_eq!(reqs.len(), 1);
@@ -36,9 +34,7 @@ async fn anonymous_call_gets_integration_token_and_configured_fields() {
     assert_eq!(k["appId"], "kmproxy-tests");
     assert!(k.get("userToken").is_none());
     let issued = env.simulator().issued_tokens();
-    assert!(issued
-        .iter()
-        .any(|t| k["integrationUserToken"] == t.as_str()));
+    assert!(issued.iter().any(|t| k["integrationUserToken"] == t.as_str()));
     assert_eq!(a.json()["principal"]["kind"], "anonymous");
     env.stop().await;
 }
@@ -46,9 +42,7 @@ async fn anonymous_call_gets_integration_token_and_configured_fields() {
 #[tokio::test]
 async fn caller_key_maps_to_console_user_and_act_as_switches() {
     let env = Env::start().await;
-    let a = env
-        .get("/km/api/v1/content", &[("x-kmproxy-key", HELPDESK_KEY)])
-        .await;
+    let a = env.get("/km/api/v1/content", &[("x-kmproxy-key", HELPDESK_KEY)]).await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.json()["principal"]["kind"], "account");
     assert_eq!(a.json()["principal"]["user"], "okcsuser");
@@ -63,24 +57,13 @@ async fn caller_key_maps_to_console_user_and_act_as_switches() {
     assert_eq!(a.json()["principal"]["user"], "webuser");
     assert_eq!(a.json()["principal"]["kind"], "contact");
 
-    let a = env
-        .get("/km/api/v1/content", &[("x-kmproxy-key", KIOSK_KEY)])
-        .await;
+    let a = env.get("/km/api/v1/content", &[("x-kmproxy-key", KIOSK_KEY)]).await;
     assert_eq!(a.json()["principal"]["kind"], "anonymous");
 
     let sim = env.simulator();
-    assert_eq!(
-        sim.logins(LoginKind::Account, Some("okcsuser"), LoginOutcome::Ok),
-        1
-    );
-    assert_eq!(
-        sim.logins(LoginKind::Contact, Some("webuser"), LoginOutcome::Ok),
-        1
-    );
-    assert_eq!(
-        sim.logins(LoginKind::Integration, None, LoginOutcome::Ok),
-        1
-    );
+    assert_eq!(sim.logins(LoginKind::Account, Some("okcsuser"), LoginOutcome::Ok), 1);
+    assert_eq!(sim.logins(LoginKind::Contact, Some("webuser"), LoginOutcome::Ok), 1);
+    assert_eq!(sim.logins(LoginKind::Integration, None, LoginOutcome::Ok), 1);
     // The console user's token went only to the console user's calls.
     let reqs = sim.requests();
     let user_tokens: Vec<_> = reqs
@@ -102,21 +85,14 @@ async fn refused_callers_reach_nothing_upstream() {
             "KMPROXY-CALLER",
         ),
         // An unknown key is refused even though a default principal exists.
-        (
-            &[("x-kmproxy-key", "")],
-            StatusCode::UNAUTHORIZED,
-            "KMPROXY-CALLER",
-        ),
+        (&[("x-kmproxy-key", "")], StatusCode::UNAUTHORIZED, "KMPROXY-CALLER"),
         (
             &[("x-kmproxy-key", KIOSK_KEY), ("x-kmproxy-act-as", "agent")],
             StatusCode::FORBIDDEN,
             "KMPROXY-ACT-AS",
         ),
         (
-            &[
-                ("x-kmproxy-key", HELPDESK_KEY),
-                ("x-kmproxy-act-as", "nobody"),
-            ],
+            &[("x-kmproxy-key", HELPDESK_KEY), ("x-kmproxy-act-as", "nobody")],
             StatusCode::FORBIDDEN,
             "KMPROXY-ACT-AS",
         ),
@@ -162,9 +138,7 @@ async fn no_key_without_default_principal_is_401() {
     let a = env.get("/km/api/latest/content", &[]).await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
     assert_eq!(a.error_code(), "KMPROXY-CALLER");
-    let a = env
-        .get("/km/api/latest/content", &[("x-kmproxy-key", KIOSK_KEY)])
-        .await;
+    let a = env.get("/km/api/latest/content", &[("x-kmproxy-key", KIOSK_KEY)]).await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(env.simulator().request_count(), 1);
     env.stop().await;
@@ -199,18 +173,11 @@ async fn forged_tokens_are_ignored_and_non_secret_fields_kept() {
 #[tokio::test]
 async fn interaction_id_from_start_interaction_flows_through() {
     let env = Env::start().await;
-    let a = env
-        .get("/km/api/v1/knowledgeInteraction/startInteraction", &[])
-        .await;
+    let a = env.get("/km/api/v1/knowledgeInteraction/startInteraction", &[]).await;
     assert_eq!(a.status, StatusCode::OK);
-    let id = a.json()["knowledgeInteractionId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = a.json()["knowledgeInteractionId"].as_str().unwrap().to_owned();
     let caller = format!(r#"{{"knowledgeInteractionId":"{id}","interactionIdGenerated":"true"}}"#);
-    let a = env
-        .get("/km/api/v1/content", &[("kmauthtoken", &caller)])
-        .await;
+    let a = env.get("/km/api/v1/content", &[("kmauthtoken", &caller)]).await;
     assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
     // A made-up one is the upstream's OK-SEC0012, passed through unchanged.
     let a = env
@@ -271,10 +238,7 @@ async fn bearer_principal_forwards_the_callers_bearer_without_user_token() {
     let a = env
         .get(
             "/km/api/latest/content",
-            &[
-                ("x-kmproxy-key", PORTAL_KEY),
-                ("authorization", "Bearer demo-jwt"),
-            ],
+            &[("x-kmproxy-key", PORTAL_KEY), ("authorization", "Bearer demo-jwt")],
         )
         .await;
     assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
@@ -288,10 +252,7 @@ async fn bearer_principal_forwards_the_callers_bearer_without_user_token() {
     let a = env
         .get(
             "/km/api/latest/content",
-            &[
-                ("x-kmproxy-key", PORTAL_KEY),
-                ("authorization", "Bearer other"),
-            ],
+            &[("x-kmproxy-key", PORTAL_KEY), ("authorization", "Bearer other")],
         )
         .await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
@@ -310,9 +271,7 @@ async fn auth_endpoints_and_foreign_paths_are_refused_before_forwarding() {
         "/km/api/latest/%61uth/authorize",
         "/srt/api/latest/auth/authorize",
     ] {
-        let a = env
-            .send(Method::POST, path, &[], Bytes::from_static(b"{}"))
-            .await;
+        let a = env.send(Method::POST, path, &[], Bytes::from_static(b"{}")).await;
         assert_eq!(a.status, StatusCode::FORBIDDEN, "{path}");
         assert_eq!(a.error_code(), "KMPROXY-AUTH-PATH");
     }
@@ -325,13 +284,7 @@ async fn auth_endpoints_and_foreign_paths_are_refused_before_forwarding() {
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{path}");
         assert_eq!(a.error_code(), "KMPROXY-PATH");
     }
-    for path in [
-        "/",
-        "/km/api",
-        "/healthz",
-        "/api/latest/content",
-        "/kmx/api/latest",
-    ] {
+    for path in ["/", "/km/api", "/healthz", "/api/latest/content", "/kmx/api/latest"] {
         let a = env.get(path, &[]).await;
         assert_eq!(a.status, StatusCode::NOT_FOUND, "{path}");
         assert_eq!(a.error_code(), "KMPROXY-NOT-FOUND");
@@ -348,23 +301,13 @@ async fn bodies_over_max_body_get_413_and_nothing_is_forwarded() {
         .start()
         .await;
     let a = env
-        .send(
-            Method::POST,
-            "/km/api/latest/content",
-            &[],
-            vec![b'x'; 1025],
-        )
+        .send(Method::POST, "/km/api/latest/content", &[], vec![b'x'; 1025])
         .await;
     assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(a.error_code(), "KMPROXY-BODY-LIMIT");
     // Exactly at the limit is fine.
     let a = env
-        .send(
-            Method::POST,
-            "/km/api/latest/content",
-            &[],
-            vec![b'x'; 1024],
-        )
+        .send(Method::POST, "/km/api/latest/content", &[], vec![b'x'; 1024])
         .await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(env.simulator().request_count(), 1);
@@ -423,15 +366,10 @@ async fn search_calls_go_to_search_base_url() {
                 "base_url = \"SIM_URL\"\nsearch_base_url = \"SEARCH_URL\"",
             )
         })
-        .start_with(|toml, sim_url| {
-            toml.replace("SEARCH_URL", &sim_url.replace("127.0.0.1", "localhost"))
-        })
+        .start_with(|toml, sim_url| toml.replace("SEARCH_URL", &sim_url.replace("127.0.0.1", "localhost")))
         .await;
     let a = env
-        .get(
-            "/srt/api/latest/search/question?question=reset%20password",
-            &[],
-        )
+        .get("/srt/api/latest/search/question?question=reset%20password", &[])
         .await;
     assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
     let b = env.get("/km/api/latest/content", &[]).await;
@@ -439,15 +377,9 @@ async fn search_calls_go_to_search_base_url() {
     let reqs = env.simulator().requests();
     let port = env.sim.addr.port();
     assert_eq!(reqs[0].path, "/srt/api/latest/search/question");
-    assert_eq!(
-        reqs[0].headers["host"],
-        format!("localhost:{port}").as_str()
-    );
+    assert_eq!(reqs[0].headers["host"], format!("localhost:{port}").as_str());
     assert_eq!(reqs[0].kmauthtoken.as_ref().unwrap()["interfaceId"], "7");
-    assert_eq!(
-        reqs[1].headers["host"],
-        format!("127.0.0.1:{port}").as_str()
-    );
+    assert_eq!(reqs[1].headers["host"], format!("127.0.0.1:{port}").as_str());
     env.stop().await;
 }
 
@@ -457,10 +389,7 @@ async fn large_answers_stream_through_intact() {
     let n: u64 = 10 << 20;
     for chunked in ["", "&chunked=1"] {
         let a = env
-            .get(
-                &format!("/km/api/latest/content/blob?bytes={n}{chunked}"),
-                &[],
-            )
+            .get(&format!("/km/api/latest/content/blob?bytes={n}{chunked}"), &[])
             .await;
         assert_eq!(a.status, StatusCode::OK);
         assert_eq!(a.body.len() as u64, n);
@@ -494,21 +423,13 @@ async fn upstream_unreachable_is_502_and_slow_is_504() {
     let dead_url = format!("http://{}", dead.local_addr().unwrap());
     drop(dead);
     let env = Env::builder()
-        .toml(move |t| {
-            t.replace(
-                "base_url = \"SIM_URL\"",
-                &format!("base_url = \"{dead_url}\""),
-            )
-        })
+        .toml(move |t| t.replace("base_url = \"SIM_URL\"", &format!("base_url = \"{dead_url}\"")))
         .start()
         .await;
     let a = env.get("/km/api/latest/content", &[]).await;
     assert_eq!(a.status, StatusCode::BAD_GATEWAY);
     assert_eq!(a.error_code(), "KMPROXY-LOGIN");
-    assert!(a.json()["error"]["detail"]
-        .as_str()
-        .unwrap()
-        .contains("unreachable"));
+    assert!(a.json()["error"]["detail"].as_str().unwrap().contains("unreachable"));
     env.stop().await;
 
     let env = Env::builder()
@@ -544,10 +465,7 @@ async fn session_error_in_json_or_xml_is_replayed_after_one_relogin() {
         assert_eq!(a.status, StatusCode::OK, "{accept}: {:?}", a.body);
     }
     let sim = env.simulator();
-    assert_eq!(
-        sim.logins(LoginKind::Integration, None, LoginOutcome::Ok),
-        3
-    );
+    assert_eq!(sim.logins(LoginKind::Integration, None, LoginOutcome::Ok), 3);
     assert_eq!(sim.logins(LoginKind::Account, None, LoginOutcome::Ok), 3);
     env.stop().await;
 }

@@ -96,9 +96,7 @@ impl Proc {
             addr.parse().ok()
         };
         assert!(
-            eventually(Duration::from_secs(10), || find("kmproxy listening")
-                .is_some())
-            .await,
+            eventually(Duration::from_secs(10), || find("kmproxy listening").is_some()).await,
             "kmproxy did not start: {:?}",
             lines.lock().unwrap()
         );
@@ -152,25 +150,16 @@ async fn call(
     headers: &[(&str, &str)],
 ) -> (StatusCode, http::HeaderMap, Bytes) {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut req = Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path}"));
+    let mut req = Request::builder().method(method).uri(format!("http://{addr}{path}"));
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
     let res = client
-        .request(
-            req.body(Full::new(Bytes::from_static(b"{\"q\":1}")))
-                .unwrap(),
-        )
+        .request(req.body(Full::new(Bytes::from_static(b"{\"q\":1}"))).unwrap())
         .await
         .unwrap();
     let (parts, body) = res.into_parts();
-    (
-        parts.status,
-        parts.headers,
-        body.collect().await.unwrap().to_bytes(),
-    )
+    (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,10 +199,7 @@ async fn no_secret_or_token_in_logs_even_at_trace_level() {
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let log = p.log();
-    assert!(
-        log.contains("TRACE") || log.contains("DEBUG"),
-        "not at trace level?"
-    );
+    assert!(log.contains("TRACE") || log.contains("DEBUG"), "not at trace level?");
     let issued = sim.sim.issued_tokens();
     assert!(issued.len() >= 6);
     let secrets = [
@@ -228,18 +214,12 @@ async fn no_secret_or_token_in_logs_even_at_trace_level() {
         assert!(!log.contains(s), "log leaks {s}");
     }
     // One access line per call, each with its request id.
-    let access: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("kmproxy::access"))
-        .collect();
+    let access: Vec<&str> = log.lines().filter(|l| l.contains("kmproxy::access")).collect();
     assert_eq!(access.len(), 8, "{access:#?}");
-    assert!(
-        access.iter().all(|l| l.contains("request{id=")),
-        "{access:#?}"
-    );
-    assert!(access.iter().any(|l| l.contains("caller=helpdesk")
-        && l.contains("principal=\"agent\"")
-        || l.contains("principal=agent")));
+    assert!(access.iter().all(|l| l.contains("request{id=")), "{access:#?}");
+    assert!(access
+        .iter()
+        .any(|l| l.contains("caller=helpdesk") && l.contains("principal=\"agent\"") || l.contains("principal=agent")));
     assert!(access.iter().any(|l| l.contains("replayed=true")));
     assert!(access
         .iter()
@@ -263,8 +243,7 @@ async fn json_logs_carry_the_request_id() {
     let log = p.log();
     let mut access = 0;
     for line in log.lines() {
-        let v: serde_json::Value =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         if v["target"] == "kmproxy::access" {
             access += 1;
             assert_eq!(v["span"]["id"], "req-abc-123", "{line}");
@@ -282,25 +261,12 @@ async fn sigterm_lets_the_call_in_flight_finish_then_exits_0() {
     let (s, _, _) = call(p.proxy, Method::GET, "/km/api/latest/content", &[]).await;
     assert_eq!(s, StatusCode::OK);
     let addr = p.proxy;
-    let slow = tokio::spawn(async move {
-        call(
-            addr,
-            Method::GET,
-            "/km/api/latest/content/slow?ms=1500",
-            &[],
-        )
-        .await
-    });
+    let slow = tokio::spawn(async move { call(addr, Method::GET, "/km/api/latest/content/slow?ms=1500", &[]).await });
     assert!(eventually(Duration::from_secs(5), || sim.sim.request_count() == 2).await);
     p.signal("-TERM");
     let (status, _, body) = slow.await.unwrap();
     assert_eq!(status, StatusCode::OK, "{body:?}");
-    assert_eq!(
-        p.wait_exit(Duration::from_secs(10)).await,
-        Some(0),
-        "{}",
-        p.log()
-    );
+    assert_eq!(p.wait_exit(Duration::from_secs(10)).await, Some(0), "{}", p.log());
     // Nothing listens any more.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
@@ -323,29 +289,14 @@ async fn sighup_reloads_changed_credentials_and_refuses_a_bad_config() {
         assert_eq!(s, StatusCode::OK);
     }
     let logins = |kind| sim.sim.logins(kind, None, LoginOutcome::Ok);
-    assert_eq!(
-        (logins(LoginKind::Integration), logins(LoginKind::Account)),
-        (1, 1)
-    );
+    assert_eq!((logins(LoginKind::Integration), logins(LoginKind::Account)), (1, 1));
 
     // 1. An invalid config is refused; the old one keeps serving.
     let good = std::fs::read_to_string(&p.config).unwrap();
-    std::fs::write(
-        &p.config,
-        good.replace("kind = \"account\"", "kind = \"wizard\""),
-    )
-    .unwrap();
+    std::fs::write(&p.config, good.replace("kind = \"account\"", "kind = \"wizard\"")).unwrap();
     p.signal("-HUP");
-    assert!(
-        eventually(Duration::from_secs(5), || p
-            .log()
-            .contains("reload refused"))
-        .await
-    );
-    assert!(
-        p.log().contains("principals[1].kind"),
-        "the reason is logged"
-    );
+    assert!(eventually(Duration::from_secs(5), || p.log().contains("reload refused")).await);
+    assert!(p.log().contains("principals[1].kind"), "the reason is logged");
     let (s, _, _) = call(
         p.proxy,
         Method::GET,
@@ -359,31 +310,19 @@ async fn sighup_reloads_changed_credentials_and_refuses_a_bad_config() {
     // 2. The agent's password file changes (same value): nothing re-logs in.
     std::fs::write(&p.config, &good).unwrap();
     p.signal("-HUP");
-    assert!(
-        eventually(Duration::from_secs(5), || p
-            .log()
-            .contains("config reloaded"))
-        .await
-    );
+    assert!(eventually(Duration::from_secs(5), || p.log().contains("config reloaded")).await);
     for headers in [&[][..], &[("x-kmproxy-key", HELPDESK_KEY)][..]] {
         let (s, _, _) = call(p.proxy, Method::GET, "/km/api/latest/content", headers).await;
         assert_eq!(s, StatusCode::OK);
     }
-    assert_eq!(
-        sim.sim.total_logins(),
-        2,
-        "unchanged identities keep their tokens"
-    );
+    assert_eq!(sim.sim.total_logins(), 2, "unchanged identities keep their tokens");
 
     // 3. A new agent password: the agent logs in again, the API user does not.
     let pw_file = p.config.with_file_name("agent.pw");
     std::fs::write(&pw_file, "Changed1\n").unwrap();
     p.signal("-HUP");
     assert!(
-        eventually(Duration::from_secs(5), || p
-            .log()
-            .matches("config reloaded")
-            .count()
+        eventually(Duration::from_secs(5), || p.log().matches("config reloaded").count()
             == 2)
         .await
     );
@@ -396,20 +335,13 @@ async fn sighup_reloads_changed_credentials_and_refuses_a_bad_config() {
     .await;
     // The simulator only knows Password1: the new secret is tried once and rejected.
     assert_eq!(s, StatusCode::BAD_GATEWAY, "{body:?}");
-    assert_eq!(
-        sim.sim
-            .logins(LoginKind::Account, None, LoginOutcome::Rejected),
-        1
-    );
+    assert_eq!(sim.sim.logins(LoginKind::Account, None, LoginOutcome::Rejected), 1);
     assert_eq!(logins(LoginKind::Integration), 1);
     // 4. Fixing the secret un-parks the principal without a restart.
     std::fs::write(&pw_file, "Password1\n").unwrap();
     p.signal("-HUP");
     assert!(
-        eventually(Duration::from_secs(5), || p
-            .log()
-            .matches("config reloaded")
-            .count()
+        eventually(Duration::from_secs(5), || p.log().matches("config reloaded").count()
             == 3)
         .await
     );
@@ -437,10 +369,7 @@ async fn metrics_count_requests_logins_replays_and_tokens() {
         );
     }
     env.simulator().expire_all_tokens();
-    assert_eq!(
-        env.get("/km/api/latest/content", &[]).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(env.get("/km/api/latest/content", &[]).await.status, StatusCode::OK);
     assert_eq!(
         env.get("/km/api/latest/content", &[("x-kmproxy-key", "nope")])
             .await
@@ -478,9 +407,7 @@ async fn metrics_count_requests_logins_replays_and_tokens() {
 #[tokio::test]
 async fn request_id_is_kept_or_made_and_forwarded() {
     let env = Env::start().await;
-    let a = env
-        .get("/km/api/latest/content", &[("x-request-id", "abc-123")])
-        .await;
+    let a = env.get("/km/api/latest/content", &[("x-request-id", "abc-123")]).await;
     assert_eq!(a.headers["x-request-id"], "abc-123");
     let b = env.get("/km/api/latest/content", &[]).await;
     let c = env.get("/nope", &[]).await;
@@ -513,10 +440,6 @@ async fn readyz_and_healthz() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(ready);
-    assert_eq!(
-        env.simulator().request_count(),
-        0,
-        "readiness needs no API call"
-    );
+    assert_eq!(env.simulator().request_count(), 0, "readiness needs no API call");
     env.stop().await;
 }

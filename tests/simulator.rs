@@ -10,9 +10,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use kmproxy::sim::{
-    blob_sha256, LoginKind, LoginOutcome, SimConfig, SimHandle, SimUser, Simulator, UserKind,
-};
+use kmproxy::sim::{blob_sha256, LoginKind, LoginOutcome, SimConfig, SimHandle, SimUser, Simulator, UserKind};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -65,17 +63,10 @@ impl Site {
         &self.handle.sim
     }
 
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: impl Into<Bytes>,
-    ) -> Answer {
-        let mut req =
-            Request::builder()
-                .method(method)
-                .uri(format!("{}{}", self.handle.base_url(), path));
+    async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Answer {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.handle.base_url(), path));
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -102,10 +93,7 @@ impl Site {
             &[
                 ("content-type", "application/json"),
                 ("accept", "application/json"),
-                (
-                    "kmauthtoken",
-                    r#"{"siteName":"ORACLE_KNOWLEDGE","localeId":"en_US"}"#,
-                ),
+                ("kmauthtoken", r#"{"siteName":"ORACLE_KNOWLEDGE","localeId":"en_US"}"#),
             ],
             body.to_string(),
         )
@@ -113,23 +101,12 @@ impl Site {
     }
 
     async fn integration_token(&self) -> String {
-        let a = self
-            .integration_login("apiuser", "apipass1", "ORACLE_KNOWLEDGE")
-            .await;
+        let a = self.integration_login("apiuser", "apipass1", "ORACLE_KNOWLEDGE").await;
         assert_eq!(a.status, StatusCode::OK, "{}", a.text());
-        a.json()["authenticationToken"]
-            .as_str()
-            .expect("token")
-            .to_owned()
+        a.json()["authenticationToken"].as_str().expect("token").to_owned()
     }
 
-    async fn user_login(
-        &self,
-        integration: &str,
-        user: &str,
-        password: &str,
-        kind: &str,
-    ) -> Answer {
+    async fn user_login(&self, integration: &str, user: &str, password: &str, kind: &str) -> Answer {
         let form = serde_urlencoded::to_string([
             ("userName", user),
             ("password", password),
@@ -182,18 +159,11 @@ fn kmauth(integration: &str, user: Option<&str>, extra: &[(&str, Value)]) -> Str
 #[tokio::test]
 async fn integration_login_issues_oracle_like_tokens_and_counts() {
     let site = Site::start().await;
-    let a = site
-        .integration_login("apiuser", "apipass1", "ORACLE_KNOWLEDGE")
-        .await;
+    let a = site.integration_login("apiuser", "apipass1", "ORACLE_KNOWLEDGE").await;
     assert_eq!(a.status, StatusCode::OK);
-    let token = a.json()["authenticationToken"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let token = a.json()["authenticationToken"].as_str().expect("token").to_owned();
     assert_eq!(token.len(), 128);
-    assert!(token
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c)));
+    assert!(token.chars().all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c)));
     // Also accepted without a kmauthtoken header.
     let body = r#"{"login":"apiuser","password":"apipass1","siteName":"ORACLE_KNOWLEDGE"}"#;
     let b = site
@@ -208,14 +178,8 @@ async fn integration_login_issues_oracle_like_tokens_and_counts() {
     let other = b.json()["authenticationToken"].as_str().map(str::to_owned);
     assert_ne!(other.as_deref(), Some(token.as_str()));
     let sim = site.sim();
-    assert_eq!(
-        sim.logins(LoginKind::Integration, Some("apiuser"), LoginOutcome::Ok),
-        2
-    );
-    assert_eq!(
-        sim.logins(LoginKind::Integration, None, LoginOutcome::Ok),
-        2
-    );
+    assert_eq!(sim.logins(LoginKind::Integration, Some("apiuser"), LoginOutcome::Ok), 2);
+    assert_eq!(sim.logins(LoginKind::Integration, None, LoginOutcome::Ok), 2);
     assert_eq!(sim.total_logins(), 2);
     assert_eq!(sim.request_count(), 0, "logins are not API requests");
     assert!(sim.issued_tokens().contains(&token));
@@ -257,29 +221,15 @@ async fn integration_login_rejects_bad_credentials_site_and_body() {
     assert_eq!(wrong_header.status, StatusCode::UNAUTHORIZED);
     let sim = site.sim();
     assert_eq!(
-        sim.logins(
-            LoginKind::Integration,
-            Some("apiuser"),
-            LoginOutcome::Rejected
-        ),
+        sim.logins(LoginKind::Integration, Some("apiuser"), LoginOutcome::Rejected),
         3
     );
     assert_eq!(
-        sim.logins(
-            LoginKind::Integration,
-            Some("nobody"),
-            LoginOutcome::Rejected
-        ),
+        sim.logins(LoginKind::Integration, Some("nobody"), LoginOutcome::Rejected),
         1
     );
-    assert_eq!(
-        sim.logins(LoginKind::Integration, None, LoginOutcome::Rejected),
-        5
-    );
-    assert_eq!(
-        sim.logins(LoginKind::Integration, None, LoginOutcome::Ok),
-        0
-    );
+    assert_eq!(sim.logins(LoginKind::Integration, None, LoginOutcome::Rejected), 5);
+    assert_eq!(sim.logins(LoginKind::Integration, None, LoginOutcome::Ok), 0);
     assert!(sim.issued_tokens().is_empty());
 }
 
@@ -287,13 +237,11 @@ async fn integration_login_rejects_bad_credentials_site_and_body() {
 async fn user_login_answers_a_serialised_token_object_and_a_user() {
     let site = Site::start().await;
     let integration = site.integration_token().await;
-    let a = site
-        .user_login(&integration, "okcsuser", "Password1", "ACCOUNT")
-        .await;
+    let a = site.user_login(&integration, "okcsuser", "Password1", "ACCOUNT").await;
     assert_eq!(a.status, StatusCode::OK);
     let body = a.json();
-    let inner: Value = serde_json::from_str(body["authenticationToken"].as_str().expect("string"))
-        .expect("a JSON object serialised");
+    let inner: Value =
+        serde_json::from_str(body["authenticationToken"].as_str().expect("string")).expect("a JSON object serialised");
     assert_eq!(inner["siteName"], "ORACLE_KNOWLEDGE");
     assert_eq!(inner["localeId"], "en_US");
     assert_eq!(inner["integrationUserToken"], Value::Null);
@@ -311,10 +259,7 @@ async fn user_login_answers_a_serialised_token_object_and_a_user() {
         )
         .await;
     assert_eq!(echo.status, StatusCode::OK);
-    assert_eq!(
-        echo.json()["principal"],
-        json!({"kind":"account","user":"okcsuser"})
-    );
+    assert_eq!(echo.json()["principal"], json!({"kind":"account","user":"okcsuser"}));
 
     let web = site.user_token(&integration, "webuser", "CONTACT").await;
     let echo = site
@@ -323,19 +268,10 @@ async fn user_login_answers_a_serialised_token_object_and_a_user() {
             &[("kmauthtoken", &kmauth(&integration, Some(&web), &[]))],
         )
         .await;
-    assert_eq!(
-        echo.json()["principal"],
-        json!({"kind":"contact","user":"webuser"})
-    );
+    assert_eq!(echo.json()["principal"], json!({"kind":"contact","user":"webuser"}));
     let sim = site.sim();
-    assert_eq!(
-        sim.logins(LoginKind::Account, Some("okcsuser"), LoginOutcome::Ok),
-        1
-    );
-    assert_eq!(
-        sim.logins(LoginKind::Contact, Some("webuser"), LoginOutcome::Ok),
-        1
-    );
+    assert_eq!(sim.logins(LoginKind::Account, Some("okcsuser"), LoginOutcome::Ok), 1);
+    assert_eq!(sim.logins(LoginKind::Contact, Some("webuser"), LoginOutcome::Ok), 1);
 }
 
 #[tokio::test]
@@ -379,15 +315,10 @@ async fn user_login_rejects_wrong_password_unknown_user_and_wrong_type() {
         assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{user} {kind}");
         assert_eq!(a.error_code(), "OK-AUTH0001");
     }
-    let a = site
-        .user_login(&integration, "okcsuser", "Password1", "ROBOT")
-        .await;
+    let a = site.user_login(&integration, "okcsuser", "Password1", "ROBOT").await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     let sim = site.sim();
-    assert_eq!(
-        sim.logins(LoginKind::Account, None, LoginOutcome::Rejected),
-        4
-    );
+    assert_eq!(sim.logins(LoginKind::Account, None, LoginOutcome::Rejected), 4);
     assert_eq!(
         sim.logins(LoginKind::Contact, Some("okcsuser"), LoginOutcome::Rejected),
         1
@@ -410,13 +341,9 @@ async fn contact_sharing_an_accounts_name_authenticates_as_the_account() {
     });
     let site = Site::with(config).await;
     let integration = site.integration_token().await;
-    let refused = site
-        .user_login(&integration, "shared", "ContactPw1", "CONTACT")
-        .await;
+    let refused = site.user_login(&integration, "shared", "ContactPw1", "CONTACT").await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
-    let a = site
-        .user_login(&integration, "shared", "AccountPw1", "CONTACT")
-        .await;
+    let a = site.user_login(&integration, "shared", "AccountPw1", "CONTACT").await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.json()["user"]["externalType"], "ACCOUNT");
     let token = user_token_of(&a);
@@ -426,13 +353,9 @@ async fn contact_sharing_an_accounts_name_authenticates_as_the_account() {
             &[("kmauthtoken", &kmauth(&integration, Some(&token), &[]))],
         )
         .await;
+    assert_eq!(echo.json()["principal"], json!({"kind":"account","user":"shared"}));
     assert_eq!(
-        echo.json()["principal"],
-        json!({"kind":"account","user":"shared"})
-    );
-    assert_eq!(
-        site.sim()
-            .logins(LoginKind::Contact, Some("shared"), LoginOutcome::Ok),
+        site.sim().logins(LoginKind::Contact, Some("shared"), LoginOutcome::Ok),
         1
     );
 }
@@ -442,9 +365,7 @@ async fn user_login_with_expired_integration_token_is_a_session_error() {
     let site = Site::start().await;
     let integration = site.integration_token().await;
     site.sim().expire_all_tokens();
-    let a = site
-        .user_login(&integration, "okcsuser", "Password1", "ACCOUNT")
-        .await;
+    let a = site.user_login(&integration, "okcsuser", "Password1", "ACCOUNT").await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
     assert_eq!(a.error_code(), "OK-SESSION0003");
     let sim = site.sim();
@@ -479,10 +400,7 @@ async fn echo_reports_the_request_byte_exact_and_records_it() {
     assert_eq!(echo["path"], "/km/api/v1/content/ABC%2F1");
     assert_eq!(echo["query"], "q=a%20b&x=%2F");
     assert_eq!(echo["kmauthtoken"]["appId"], "helpdesk");
-    assert_eq!(
-        echo["kmauthtoken"]["integrationUserToken"],
-        integration.as_str()
-    );
+    assert_eq!(echo["kmauthtoken"]["integrationUserToken"], integration.as_str());
     assert_eq!(echo["bodyLength"], body.len());
     assert_eq!(echo["bodySha256"], sha.as_str());
     assert_eq!(echo["principal"], json!({"kind":"anonymous","user":null}));
@@ -500,14 +418,8 @@ async fn echo_reports_the_request_byte_exact_and_records_it() {
         ("PUT", "/km/api/v1/content/ABC%2F1")
     );
     assert_eq!(r.query.as_deref(), Some("q=a%20b&x=%2F"));
-    assert_eq!(
-        (r.body_len, r.body_sha256.as_str()),
-        (body.len(), sha.as_str())
-    );
-    assert_eq!(
-        r.headers.get("x-custom").map(|v| v.as_bytes()),
-        Some(&b"1"[..])
-    );
+    assert_eq!((r.body_len, r.body_sha256.as_str()), (body.len(), sha.as_str()));
+    assert_eq!(r.headers.get("x-custom").map(|v| v.as_bytes()), Some(&b"1"[..]));
     let recorded_km = r.kmauthtoken.as_ref().expect("kmauthtoken parsed");
     assert_eq!(recorded_km["appId"], "helpdesk");
     assert_eq!(site.sim().request_count(), 1);
@@ -542,10 +454,7 @@ async fn echo_is_xml_only_when_only_xml_is_accepted() {
     let both = site
         .get(
             "/km/api/v1/content",
-            &[
-                ("kmauthtoken", &km),
-                ("accept", "application/json, application/xml"),
-            ],
+            &[("kmauthtoken", &km), ("accept", "application/json, application/xml")],
         )
         .await;
     assert_eq!(both.json()["method"], "GET");
@@ -559,9 +468,7 @@ async fn expired_tokens_give_session_errors_with_varying_statuses() {
     site.sim().expire_all_tokens();
 
     let km = kmauth(&integration, None, &[]);
-    let json_err = site
-        .get("/km/api/v1/content", &[("kmauthtoken", &km)])
-        .await;
+    let json_err = site.get("/km/api/v1/content", &[("kmauthtoken", &km)]).await;
     assert_eq!(json_err.status, StatusCode::UNAUTHORIZED);
     let e = json_err.json();
     assert_eq!(e["error"]["errorCode"], "OK-SESSION0003");
@@ -586,21 +493,14 @@ async fn expired_tokens_give_session_errors_with_varying_statuses() {
     // A fresh integration token with a stale user token: still a session error.
     let fresh = site.integration_token().await;
     let stale_user = kmauth(&fresh, Some(&user), &[]);
-    let a = site
-        .get("/km/api/v1/content", &[("kmauthtoken", &stale_user)])
-        .await;
+    let a = site.get("/km/api/v1/content", &[("kmauthtoken", &stale_user)]).await;
     assert_eq!(a.error_code(), "OK-SESSION0003");
     // And an unknown integration token.
     let unknown = kmauth("bm90LWEtdG9rZW4=", None, &[]);
-    let a = site
-        .get("/km/api/v1/content", &[("kmauthtoken", &unknown)])
-        .await;
+    let a = site.get("/km/api/v1/content", &[("kmauthtoken", &unknown)]).await;
     assert_eq!(a.error_code(), "OK-SESSION0003");
     let ok = site
-        .get(
-            "/km/api/v1/content",
-            &[("kmauthtoken", &kmauth(&fresh, None, &[]))],
-        )
+        .get("/km/api/v1/content", &[("kmauthtoken", &kmauth(&fresh, None, &[]))])
         .await;
     assert_eq!(ok.status, StatusCode::OK);
 }
@@ -613,14 +513,10 @@ async fn short_token_lifetime_expires_tokens() {
     })
     .await;
     let km = kmauth(&site.integration_token().await, None, &[]);
-    let a = site
-        .get("/km/api/v1/content", &[("kmauthtoken", &km)])
-        .await;
+    let a = site.get("/km/api/v1/content", &[("kmauthtoken", &km)]).await;
     assert_eq!(a.status, StatusCode::OK);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let b = site
-        .get("/km/api/v1/content", &[("kmauthtoken", &km)])
-        .await;
+    let b = site.get("/km/api/v1/content", &[("kmauthtoken", &km)]).await;
     assert_eq!(b.error_code(), "OK-SESSION0003");
 }
 
@@ -631,22 +527,14 @@ async fn missing_or_foreign_kmauthtoken_is_not_a_session_error() {
     let none = site.get("/km/api/v1/content", &[]).await;
     assert_eq!(none.status, StatusCode::BAD_REQUEST);
     assert_eq!(none.error_code(), "OK-AUTH0003");
-    let junk = site
-        .get("/km/api/v1/content", &[("kmauthtoken", "not json")])
-        .await;
+    let junk = site.get("/km/api/v1/content", &[("kmauthtoken", "not json")]).await;
     assert_eq!(junk.status, StatusCode::BAD_REQUEST);
     assert_eq!(junk.error_code(), "OK-AUTH0003");
     let foreign = json!({"siteName":"OTHER","integrationUserToken":integration}).to_string();
-    let a = site
-        .get("/km/api/v1/content", &[("kmauthtoken", &foreign)])
-        .await;
+    let a = site.get("/km/api/v1/content", &[("kmauthtoken", &foreign)]).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     assert_eq!(a.error_code(), "OK-AUTH0002");
-    assert_eq!(
-        site.sim().request_count(),
-        3,
-        "refused calls are recorded too"
-    );
+    assert_eq!(site.sim().request_count(), 3, "refused calls are recorded too");
 }
 
 #[tokio::test]
@@ -716,10 +604,7 @@ async fn knowledge_interactions_are_validated() {
         )
         .await;
     assert_eq!(a.status, StatusCode::OK);
-    let id = a.json()["knowledgeInteractionId"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = a.json()["knowledgeInteractionId"].as_str().expect("id").to_owned();
     assert!(!id.is_empty() && id.len() <= 64);
 
     let with = |id: &str, token: &str| {
@@ -733,10 +618,7 @@ async fn knowledge_interactions_are_validated() {
         )
     };
     let ok = site
-        .get(
-            "/km/api/v1/content",
-            &[("kmauthtoken", &with(&id, &integration))],
-        )
+        .get("/km/api/v1/content", &[("kmauthtoken", &with(&id, &integration))])
         .await;
     assert_eq!(ok.status, StatusCode::OK);
     let bogus = site
@@ -755,14 +637,8 @@ async fn knowledge_interactions_are_validated() {
         .await;
     assert_eq!(stale.error_code(), "OK-SEC0012");
     // Without interactionIdGenerated the id is not checked.
-    let unchecked = kmauth(
-        &fresh,
-        None,
-        &[("knowledgeInteractionId", json!("whatever"))],
-    );
-    let a = site
-        .get("/km/api/v1/content", &[("kmauthtoken", &unchecked)])
-        .await;
+    let unchecked = kmauth(&fresh, None, &[("knowledgeInteractionId", json!("whatever"))]);
+    let a = site.get("/km/api/v1/content", &[("kmauthtoken", &unchecked)]).await;
     assert_eq!(a.status, StatusCode::OK);
 }
 
@@ -804,10 +680,7 @@ async fn search_needs_interface_id_and_reports_gen0003() {
 
     site.sim().expire_all_tokens();
     let expired = site
-        .get(
-            "/srt/api/v1/search/question?question=x",
-            &[("kmauthtoken", &km)],
-        )
+        .get("/srt/api/v1/search/question?question=x", &[("kmauthtoken", &km)])
         .await;
     assert_eq!(expired.status, StatusCode::FORBIDDEN);
     assert_eq!(expired.error_code(), "OK-GEN0003");
@@ -819,10 +692,7 @@ async fn blob_streams_n_bytes_with_and_without_content_length() {
     let km = kmauth(&site.integration_token().await, None, &[]);
     let n: u64 = 5 * 1024 * 1024 + 123;
     let a = site
-        .get(
-            &format!("/km/api/v1/content/blob?bytes={n}"),
-            &[("kmauthtoken", &km)],
-        )
+        .get(&format!("/km/api/v1/content/blob?bytes={n}"), &[("kmauthtoken", &km)])
         .await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.header("content-length"), Some(n.to_string().as_str()));
@@ -843,17 +713,13 @@ async fn blob_streams_n_bytes_with_and_without_content_length() {
     assert_eq!(c.header("transfer-encoding"), Some("chunked"));
     assert_eq!(hex::encode(Sha256::digest(&c.body)), sha);
 
-    let missing = site
-        .get("/km/api/v1/content/blob", &[("kmauthtoken", &km)])
-        .await;
+    let missing = site.get("/km/api/v1/content/blob", &[("kmauthtoken", &km)]).await;
     assert_eq!(missing.status, StatusCode::BAD_REQUEST);
 }
 
 /// Send a raw HTTP/1.1 GET and read until the server closes.
 async fn raw_get(site: &Site, path: &str, km: &str) -> Vec<u8> {
-    let mut stream = tokio::net::TcpStream::connect(site.handle.addr)
-        .await
-        .expect("connect");
+    let mut stream = tokio::net::TcpStream::connect(site.handle.addr).await.expect("connect");
     let req = format!(
         "GET {path} HTTP/1.1\r\nhost: {}\r\nkmauthtoken: {km}\r\nconnection: close\r\n\r\n",
         site.handle.addr
@@ -877,25 +743,13 @@ async fn blob_fail_after_truncates_the_body_and_closes_the_connection() {
     let site = Site::start().await;
     let km = kmauth(&site.integration_token().await, None, &[]);
     let (n, m) = (1_000_000usize, 300_000usize);
-    let raw = raw_get(
-        &site,
-        &format!("/km/api/v1/content/blob?bytes={n}&fail_after={m}"),
-        &km,
-    )
-    .await;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("response head");
+    let raw = raw_get(&site, &format!("/km/api/v1/content/blob?bytes={n}&fail_after={m}"), &km).await;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("response head");
     let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert!(head.contains(&format!("content-length: {n}")), "{head}");
     let body = &raw[split + 4..];
-    assert_eq!(
-        body.len(),
-        m,
-        "the first M bytes arrive, then the connection closes"
-    );
+    assert_eq!(body.len(), m, "the first M bytes arrive, then the connection closes");
     assert!(body.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
 
     // A client that trusts content-length sees an error, not a short success.
@@ -918,10 +772,7 @@ async fn blob_fail_after_truncates_the_body_and_closes_the_connection() {
     .await;
     let head = String::from_utf8_lossy(&raw[..raw.len().min(512)]).to_ascii_lowercase();
     assert!(head.contains("transfer-encoding: chunked"), "{head}");
-    assert!(
-        raw.len() > m,
-        "the first M bytes (plus chunk framing) arrive"
-    );
+    assert!(raw.len() > m, "the first M bytes (plus chunk framing) arrive");
     assert!(raw.len() < n);
     assert!(!raw.ends_with(b"0\r\n\r\n"), "no terminating chunk");
 }
@@ -940,9 +791,7 @@ async fn slow_answers_and_the_delay_hook_hold_the_answer() {
 
     site.sim().set_delay(Duration::from_millis(250));
     let t = Instant::now();
-    let b = site
-        .get("/km/api/v1/content", &[("kmauthtoken", &km)])
-        .await;
+    let b = site.get("/km/api/v1/content", &[("kmauthtoken", &km)]).await;
     assert_eq!(b.status, StatusCode::OK);
     assert!(t.elapsed() >= Duration::from_millis(250));
     // Logins are not delayed.
@@ -957,22 +806,13 @@ async fn redirect_answers_302_after_checking_tokens() {
     let km = kmauth(&site.integration_token().await, None, &[]);
     let to = "http%3A%2F%2Felsewhere.example%2Fsteal%3Fx%3D1";
     let a = site
-        .get(
-            &format!("/km/api/v1/content/redirect?to={to}"),
-            &[("kmauthtoken", &km)],
-        )
+        .get(&format!("/km/api/v1/content/redirect?to={to}"), &[("kmauthtoken", &km)])
         .await;
     assert_eq!(a.status, StatusCode::FOUND);
-    assert_eq!(
-        a.header("location"),
-        Some("http://elsewhere.example/steal?x=1")
-    );
+    assert_eq!(a.header("location"), Some("http://elsewhere.example/steal?x=1"));
     site.sim().expire_all_tokens();
     let b = site
-        .get(
-            &format!("/km/api/v1/content/redirect?to={to}"),
-            &[("kmauthtoken", &km)],
-        )
+        .get(&format!("/km/api/v1/content/redirect?to={to}"), &[("kmauthtoken", &km)])
         .await;
     assert_eq!(b.status, StatusCode::UNAUTHORIZED);
     assert_eq!(b.error_code(), "OK-SESSION0003");
@@ -983,54 +823,30 @@ async fn injected_login_failures_then_recovery() {
     let site = Site::start().await;
     site.sim().fail_logins(503, 2);
     for _ in 0..2 {
-        let a = site
-            .integration_login("apiuser", "apipass1", "ORACLE_KNOWLEDGE")
-            .await;
+        let a = site.integration_login("apiuser", "apipass1", "ORACLE_KNOWLEDGE").await;
         assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(!a.error_code().starts_with("OK-SESSION"));
     }
     let token = site.integration_token().await;
     let sim = site.sim();
     assert_eq!(
-        sim.logins(
-            LoginKind::Integration,
-            Some("apiuser"),
-            LoginOutcome::Failed
-        ),
+        sim.logins(LoginKind::Integration, Some("apiuser"), LoginOutcome::Failed),
         2
     );
-    assert_eq!(
-        sim.logins(LoginKind::Integration, Some("apiuser"), LoginOutcome::Ok),
-        1
-    );
+    assert_eq!(sim.logins(LoginKind::Integration, Some("apiuser"), LoginOutcome::Ok), 1);
     assert_eq!(sim.issued_tokens(), vec![token.clone()]);
 
     // The same through the HTTP hook, on the user login.
     let hook = site
-        .send(
-            Method::POST,
-            "/__sim/fail-logins?status=500&count=1",
-            &[],
-            "",
-        )
+        .send(Method::POST, "/__sim/fail-logins?status=500&count=1", &[], "")
         .await;
     assert_eq!(hook.status, StatusCode::OK);
-    let a = site
-        .user_login(&token, "webuser", "Password1", "CONTACT")
-        .await;
+    let a = site.user_login(&token, "webuser", "Password1", "CONTACT").await;
     assert_eq!(a.status, StatusCode::INTERNAL_SERVER_ERROR);
-    let b = site
-        .user_login(&token, "webuser", "Password1", "CONTACT")
-        .await;
+    let b = site.user_login(&token, "webuser", "Password1", "CONTACT").await;
     assert_eq!(b.status, StatusCode::OK);
-    assert_eq!(
-        sim.logins(LoginKind::Contact, Some("webuser"), LoginOutcome::Failed),
-        1
-    );
-    assert_eq!(
-        sim.logins(LoginKind::Contact, Some("webuser"), LoginOutcome::Ok),
-        1
-    );
+    assert_eq!(sim.logins(LoginKind::Contact, Some("webuser"), LoginOutcome::Failed), 1);
+    assert_eq!(sim.logins(LoginKind::Contact, Some("webuser"), LoginOutcome::Ok), 1);
 }
 
 #[tokio::test]
@@ -1038,36 +854,20 @@ async fn injected_session_errors_hit_valid_tokens() {
     let site = Site::start().await;
     let km = kmauth(&site.integration_token().await, None, &[]);
     site.sim().session_error_next(1);
-    let a = site
-        .get("/km/api/v1/content", &[("kmauthtoken", &km)])
-        .await;
+    let a = site.get("/km/api/v1/content", &[("kmauthtoken", &km)]).await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
     assert_eq!(a.error_code(), "OK-SESSION0003");
-    let b = site
-        .get("/km/api/v1/content", &[("kmauthtoken", &km)])
-        .await;
+    let b = site.get("/km/api/v1/content", &[("kmauthtoken", &km)]).await;
     assert_eq!(b.status, StatusCode::OK);
 
-    let hook = site
-        .send(Method::POST, "/__sim/session-error?count=2", &[], "")
-        .await;
+    let hook = site.send(Method::POST, "/__sim/session-error?count=2", &[], "").await;
     assert_eq!(hook.status, StatusCode::OK);
-    let srt = kmauth(
-        &site.integration_token().await,
-        None,
-        &[("interfaceId", json!(1))],
-    );
-    let c = site
-        .get("/srt/api/v1/search/question", &[("kmauthtoken", &srt)])
-        .await;
+    let srt = kmauth(&site.integration_token().await, None, &[("interfaceId", json!(1))]);
+    let c = site.get("/srt/api/v1/search/question", &[("kmauthtoken", &srt)]).await;
     assert_eq!(c.error_code(), "OK-GEN0003");
-    let d = site
-        .get("/km/api/v1/content", &[("kmauthtoken", &km)])
-        .await;
+    let d = site.get("/km/api/v1/content", &[("kmauthtoken", &km)]).await;
     assert_eq!(d.error_code(), "OK-SESSION0003");
-    let e = site
-        .get("/km/api/v1/content", &[("kmauthtoken", &km)])
-        .await;
+    let e = site.get("/km/api/v1/content", &[("kmauthtoken", &km)]).await;
     assert_eq!(e.status, StatusCode::OK);
 }
 
@@ -1075,10 +875,8 @@ async fn injected_session_errors_hit_valid_tokens() {
 async fn http_hooks_expire_report_delay_and_reset() {
     let site = Site::start().await;
     let km = kmauth(&site.integration_token().await, None, &[]);
-    site.integration_login("apiuser", "bad", "ORACLE_KNOWLEDGE")
-        .await;
-    site.get("/km/api/v1/content", &[("kmauthtoken", &km)])
-        .await;
+    site.integration_login("apiuser", "bad", "ORACLE_KNOWLEDGE").await;
+    site.get("/km/api/v1/content", &[("kmauthtoken", &km)]).await;
 
     let stats = site.get("/__sim/stats", &[]).await;
     assert_eq!(stats.status, StatusCode::OK);
@@ -1094,14 +892,10 @@ async fn http_hooks_expire_report_delay_and_reset() {
 
     let expire = site.send(Method::POST, "/__sim/expire", &[], "").await;
     assert_eq!(expire.status, StatusCode::OK);
-    let a = site
-        .get("/km/api/v1/content", &[("kmauthtoken", &km)])
-        .await;
+    let a = site.get("/km/api/v1/content", &[("kmauthtoken", &km)]).await;
     assert_eq!(a.error_code(), "OK-SESSION0003");
 
-    let delay = site
-        .send(Method::POST, "/__sim/delay?ms=200", &[], "")
-        .await;
+    let delay = site.send(Method::POST, "/__sim/delay?ms=200", &[], "").await;
     assert_eq!(delay.status, StatusCode::OK);
     assert_eq!(site.get("/__sim/stats", &[]).await.json()["delayMs"], 200);
     let t = Instant::now();
@@ -1118,9 +912,7 @@ async fn http_hooks_expire_report_delay_and_reset() {
     assert_eq!(s["delayMs"], 0);
     assert_eq!(site.sim().request_count(), 0, "hooks are never recorded");
 
-    let bad = site
-        .send(Method::POST, "/__sim/fail-logins?status=abc", &[], "")
-        .await;
+    let bad = site.send(Method::POST, "/__sim/fail-logins?status=abc", &[], "").await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }
 
@@ -1152,11 +944,7 @@ async fn counters_cover_api_calls_only_and_reset() {
     sim.reset_counters();
     assert_eq!((sim.request_count(), sim.total_logins()), (0, 0));
     assert!(sim.requests().is_empty());
-    assert_eq!(
-        sim.issued_tokens().len(),
-        1,
-        "issued tokens survive a reset"
-    );
+    assert_eq!(sim.issued_tokens().len(), 1, "issued tokens survive a reset");
 }
 
 #[tokio::test]
@@ -1174,11 +962,7 @@ async fn concurrent_logins_are_counted_and_unique() {
     tokens.sort();
     tokens.dedup();
     assert_eq!(tokens.len(), 20);
-    assert_eq!(
-        site.sim()
-            .logins(LoginKind::Integration, None, LoginOutcome::Ok),
-        20
-    );
+    assert_eq!(site.sim().logins(LoginKind::Integration, None, LoginOutcome::Ok), 20);
 }
 
 #[tokio::test]
@@ -1194,9 +978,7 @@ async fn dropping_the_handle_stops_the_server() {
 
 #[tokio::test]
 async fn serve_stops_when_shutdown_resolves() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let sim = Simulator::new(SimConfig::default());
     let task = tokio::spawn(sim.serve(listener, async move {

@@ -132,8 +132,7 @@ impl Builder {
     pub async fn start_with(self, f: impl FnOnce(String, &str) -> String) -> Env {
         let sim = Simulator::spawn(self.sim).await.unwrap();
         let text = f(self.toml, &sim.base_url()).replace("SIM_URL", &sim.base_url());
-        let mut config =
-            Config::parse(&text, Path::new("test.toml")).unwrap_or_else(|e| panic!("{e}"));
+        let mut config = Config::parse(&text, Path::new("test.toml")).unwrap_or_else(|e| panic!("{e}"));
         for t in self.tweaks {
             t(&mut config);
         }
@@ -221,13 +220,7 @@ impl Env {
     }
 
     /// Sends a request to the proxy and reads the whole answer.
-    pub async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: impl Into<Bytes>,
-    ) -> Answer {
+    pub async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Answer {
         self.send_to(self.proxy, method, path, headers, body).await
     }
 
@@ -239,9 +232,7 @@ impl Env {
         headers: &[(&str, &str)],
         body: impl Into<Bytes>,
     ) -> Answer {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("http://{addr}{path}"));
+        let mut req = Request::builder().method(method).uri(format!("http://{addr}{path}"));
         for (k, v) in headers {
             req = req.header(*k, HeaderValue::from_str(v).unwrap());
         }
@@ -265,8 +256,7 @@ impl Env {
 
     /// GET on the admin listener.
     pub async fn admin_get(&self, path: &str) -> Answer {
-        self.send_to(self.admin, Method::GET, path, &[], Bytes::new())
-            .await
+        self.send_to(self.admin, Method::GET, path, &[], Bytes::new()).await
     }
 
     pub fn simulator(&self) -> &Simulator {
