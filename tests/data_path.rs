@@ -78,7 +78,8 @@ async fn caller_key_maps_to_console_user_and_act_as_switches() {
 #[tokio::test]
 async fn refused_callers_reach_nothing_upstream() {
     let env = Env::start().await;
-    let cases: &[(&[(&str, &str)], StatusCode, &str)] = &[
+    type Case<'a> = (&'a [(&'a str, &'a str)], StatusCode, &'a str);
+    let cases: &[Case] = &[
         (
             &[("x-kmproxy-key", "not-a-key")],
             StatusCode::UNAUTHORIZED,

@@ -198,8 +198,18 @@ async fn no_secret_or_token_in_logs_even_at_trace_level() {
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     tokio::time::sleep(Duration::from_millis(200)).await;
 
+    let (s, _, status) = call(p.admin, Method::GET, "/status", &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, metrics) = call(p.admin, Method::GET, "/metrics", &[]).await;
+    assert_eq!(s, StatusCode::OK);
     let log = p.log();
     assert!(log.contains("TRACE") || log.contains("DEBUG"), "not at trace level?");
+    let admin = format!(
+        "{}{}",
+        String::from_utf8_lossy(&status),
+        String::from_utf8_lossy(&metrics)
+    );
+    assert!(admin.contains("\"agent\"") && admin.contains("kmproxy_requests_total"));
     let issued = sim.sim.issued_tokens();
     assert!(issued.len() >= 6);
     let secrets = [
@@ -212,6 +222,7 @@ async fn no_secret_or_token_in_logs_even_at_trace_level() {
     ];
     for s in issued.iter().map(String::as_str).chain(secrets) {
         assert!(!log.contains(s), "log leaks {s}");
+        assert!(!admin.contains(s), "/status or /metrics leaks {s}");
     }
     // One access line per call, each with its request id.
     let access: Vec<&str> = log.lines().filter(|l| l.contains("kmproxy::access")).collect();

@@ -55,7 +55,10 @@ async fn wrong_password_under_load_is_tried_exactly_once() {
                 .unwrap();
             let res = client.request(req).await.unwrap();
             let status = res.status();
-            let body = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
+            let body = http_body_util::BodyExt::collect(res.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
             (status, body)
         }));
     }
@@ -95,7 +98,9 @@ async fn failing_logins_back_off_then_recover_without_restart() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Backoff 1 s, 2 s, 4 s (each up to 20 % shorter): attempts near 0, 1, 3 s.
-    let failed = env.simulator().logins(LoginKind::Integration, None, LoginOutcome::Failed);
+    let failed = env
+        .simulator()
+        .logins(LoginKind::Integration, None, LoginOutcome::Failed);
     assert!((3..=4).contains(&failed), "{failed} attempts in 5 s");
     assert!(statuses.len() > 50);
     // The upstream recovers: kmproxy does too, once the backoff runs out.
@@ -109,7 +114,10 @@ async fn failing_logins_back_off_then_recover_without_restart() {
         assert!(recovered.elapsed() < Duration::from_secs(6), "no recovery");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(env.simulator().logins(LoginKind::Integration, None, LoginOutcome::Ok), 1);
+    assert_eq!(
+        env.simulator().logins(LoginKind::Integration, None, LoginOutcome::Ok),
+        1
+    );
     env.stop().await;
 }
 
@@ -120,12 +128,23 @@ async fn slow_client_head_is_cut_off_and_idle_connections_closed() {
         .start()
         .await;
     let t = Instant::now();
-    let out = raw(env.proxy, b"GET /km/api/latest/content HTTP/1.1\r\nhost: x\r\n", Duration::from_secs(5)).await;
-    assert!(t.elapsed() < Duration::from_secs(3), "connection held {:?}", t.elapsed());
+    let out = raw(
+        env.proxy,
+        b"GET /km/api/latest/content HTTP/1.1\r\nhost: x\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "connection held {:?}",
+        t.elapsed()
+    );
     assert!(!out.contains("200 OK"), "{out}");
     // An idle keep-alive connection is closed too.
     let mut s = TcpStream::connect(env.proxy).await.unwrap();
-    s.write_all(b"GET /km/api/latest/content HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET /km/api/latest/content HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 64 * 1024];
     let n = s.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
@@ -176,7 +195,10 @@ async fn calls_past_max_in_flight_get_503() {
 #[tokio::test]
 async fn oversized_heads_are_refused() {
     let env = Env::start().await;
-    let big = format!("GET /km/api/latest/content HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n", "a".repeat(100 * 1024));
+    let big = format!(
+        "GET /km/api/latest/content HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
     let out = raw(env.proxy, big.as_bytes(), Duration::from_secs(3)).await;
     assert!(out.starts_with("HTTP/1.1 431"), "{}", &out[..out.len().min(200)]);
     let mut many = String::from("GET /km/api/latest/content HTTP/1.1\r\nhost: x\r\n");
@@ -186,9 +208,16 @@ async fn oversized_heads_are_refused() {
     many.push_str("\r\n");
     let out = raw(env.proxy, many.as_bytes(), Duration::from_secs(3)).await;
     assert!(out.starts_with("HTTP/1.1 431"), "{}", &out[..out.len().min(200)]);
-    let long_uri = format!("GET /km/api/latest/content?q={} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(70 * 1024));
+    let long_uri = format!(
+        "GET /km/api/latest/content?q={} HTTP/1.1\r\nhost: x\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
     let out = raw(env.proxy, long_uri.as_bytes(), Duration::from_secs(3)).await;
-    assert!(out.starts_with("HTTP/1.1 414") || out.starts_with("HTTP/1.1 431"), "{}", &out[..out.len().min(200)]);
+    assert!(
+        out.starts_with("HTTP/1.1 414") || out.starts_with("HTTP/1.1 431"),
+        "{}",
+        &out[..out.len().min(200)]
+    );
     assert_eq!(env.simulator().request_count(), 0);
     still_serving(&env).await;
     env.stop().await;
@@ -201,7 +230,10 @@ async fn smuggling_shapes_never_desync_the_upstream() {
     // hidden in what a CL-framing peer would read as the body.
     let smuggle = "POST /km/api/latest/content HTTP/1.1\r\nhost: x\r\ncontent-length: 60\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n0\r\n\r\nGET /km/api/latest/auth/integration/authorize HTTP/1.1\r\nhost: x\r\n\r\n";
     let out = raw(env.proxy, smuggle.as_bytes(), Duration::from_secs(3)).await;
-    assert!(out.starts_with("HTTP/1.1 400") || out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(
+        out.starts_with("HTTP/1.1 400") || out.starts_with("HTTP/1.1 200"),
+        "{out}"
+    );
     // Two different Content-Lengths.
     let dup = "POST /km/api/latest/content HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\ncontent-length: 5\r\nconnection: close\r\n\r\nabcde";
     let out = raw(env.proxy, dup.as_bytes(), Duration::from_secs(3)).await;
@@ -225,7 +257,9 @@ async fn smuggling_shapes_never_desync_the_upstream() {
 
 #[tokio::test]
 async fn absolute_form_uri_naming_another_host_goes_to_the_configured_one() {
-    let other = kmproxy::sim::Simulator::spawn(kmproxy::sim::SimConfig::default()).await.unwrap();
+    let other = kmproxy::sim::Simulator::spawn(kmproxy::sim::SimConfig::default())
+        .await
+        .unwrap();
     let env = Env::start().await;
     let req = format!(
         "GET http://{}/km/api/latest/content?x=1 HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n\r\n",
@@ -233,11 +267,18 @@ async fn absolute_form_uri_naming_another_host_goes_to_the_configured_one() {
     );
     let out = raw(env.proxy, req.as_bytes(), Duration::from_secs(3)).await;
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    assert_eq!(other.sim.request_count() + other.sim.total_logins(), 0, "the named host was contacted");
+    assert_eq!(
+        other.sim.request_count() + other.sim.total_logins(),
+        0,
+        "the named host was contacted"
+    );
     let reqs = env.simulator().requests();
     assert_eq!(reqs.len(), 1);
     assert_eq!(reqs[0].query.as_deref(), Some("x=1"));
-    assert_eq!(reqs[0].headers["host"], format!("127.0.0.1:{}", env.sim.addr.port()).as_str());
+    assert_eq!(
+        reqs[0].headers["host"],
+        format!("127.0.0.1:{}", env.sim.addr.port()).as_str()
+    );
     env.stop().await;
 }
 
@@ -284,8 +325,7 @@ async fn upstream_reset_before_the_answer_is_502_and_recovers() {
                 } else if flag.load(std::sync::atomic::Ordering::SeqCst) {
                     r#"{"items":[]}"#
                 } else {
-                    let _ = s.set_linger(Some(Duration::ZERO));
-                    return; // dropped: reset before any answer
+                    return; // dropped: closed before any answer
                 };
                 let res = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
