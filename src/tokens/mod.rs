@@ -232,11 +232,13 @@ impl TokenStore {
     /// Credentials for principal `p`, logging in if needed.
     pub async fn credentials(&self, p: PrincipalId) -> Result<Arc<Credentials>, TokenError> {
         let inner = &self.inner;
-        let integration = inner.token(Key::Integration).await?;
+        // The user token first: its login may find the integration token
+        // stale and replace it, and the value read next is then the new one.
         let user = match inner.config.principals[p].kind {
             PrincipalKind::User { .. } => Some(inner.token(Key::User(p)).await?),
             _ => None,
         };
+        let integration = inner.token(Key::Integration).await?;
         let slot = &inner.prepared[p];
         if let Some(c) = slot.load().as_ref() {
             let same_user = match (&c.user, &user) {
