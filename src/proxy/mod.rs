@@ -139,7 +139,14 @@ pub async fn handle(State(app): State<Arc<App>>, mut req: Request) -> Response {
     {
         Ok(res) => res,
         Err(e) => {
-            span.in_scope(|| tracing::warn!(status = e.status().as_u16(), error = %e, "call refused"));
+            // The caller's mistakes are not the operator's problem.
+            span.in_scope(|| {
+                if e.status().is_server_error() {
+                    tracing::warn!(status = e.status().as_u16(), error = %e, "call failed");
+                } else {
+                    tracing::debug!(status = e.status().as_u16(), error = %e, "call refused");
+                }
+            });
             e.into_response()
         }
     };
@@ -174,8 +181,8 @@ fn request_id(headers: &http::HeaderMap) -> HeaderValue {
         Some(v) if !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_graphic()) => v.clone(),
         _ => {
             let mut buf = [0u8; 32];
-            let id = hex::encode(rand::random::<[u8; 16]>());
-            buf.copy_from_slice(id.as_bytes());
+            // 16 random bytes as 32 hex digits: always a valid header value.
+            let _ = hex::encode_to_slice(rand::random::<[u8; 16]>(), &mut buf);
             HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("-"))
         }
     }
