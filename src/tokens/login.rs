@@ -173,7 +173,7 @@ async fn exchange(
         if status.is_success() {
             Ok(body)
         } else if status.is_client_error() {
-            let code = session_error::error_code(&body).unwrap_or("no errorCode");
+            let code = session_error::error_code(&body).unwrap_or(std::borrow::Cow::Borrowed("no errorCode"));
             if code.starts_with("OK-SESSION") {
                 Err(LoginError::StaleIntegration)
             } else {
