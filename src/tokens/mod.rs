@@ -506,32 +506,39 @@ impl Inner {
         let (weak, serial, expires) = (Arc::downgrade(self), token.serial, token.expires);
         tokio::spawn(async move {
             tokio::time::sleep_until(at.into()).await;
-            loop {
-                let Some(inner) = weak.upgrade() else { return };
-                if inner.retired.load(Ordering::Relaxed) {
+            // Boxed: the task sleeps for most of a day with only the small
+            // state above; the login's large future exists only while it runs.
+            Box::pin(Self::renew(weak, key, serial, expires)).await;
+        });
+    }
+
+    /// The renewal loop of one token, started `refresh_before` its end.
+    async fn renew(weak: std::sync::Weak<Self>, key: Key, serial: u64, expires: Instant) {
+        loop {
+            let Some(inner) = weak.upgrade() else { return };
+            if inner.retired.load(Ordering::Relaxed) {
+                return;
+            }
+            match inner.cache.get(&key).await {
+                Some(current) if current.serial == serial => {}
+                _ => return,
+            }
+            let wait = match inner.login(key).await {
+                Ok(fresh) => {
+                    inner.metrics.renewal("scheduled");
+                    inner.replace_if_same(key, serial, fresh).await;
                     return;
                 }
-                match inner.cache.get(&key).await {
-                    Some(current) if current.serial == serial => {}
-                    _ => return,
-                }
-                let wait = match inner.login(key).await {
-                    Ok(fresh) => {
-                        inner.metrics.renewal("scheduled");
-                        inner.replace_if_same(key, serial, fresh).await;
-                        return;
-                    }
-                    Err(TokenError::Parked { .. }) => return,
-                    Err(TokenError::Backoff { retry_after, .. }) => retry_after,
-                    Err(_) => gate::BACKOFF_MIN,
-                };
-                drop(inner);
-                if Instant::now() + wait >= expires {
-                    return; // the next call after expiry logs in on demand
-                }
-                tokio::time::sleep(wait).await;
+                Err(TokenError::Parked { .. }) => return,
+                Err(TokenError::Backoff { retry_after, .. }) => retry_after,
+                Err(_) => gate::BACKOFF_MIN,
+            };
+            drop(inner);
+            if Instant::now() + wait >= expires {
+                return; // the next call after expiry logs in on demand
             }
-        });
+            tokio::time::sleep(wait).await;
+        }
     }
 
     async fn replace_if_same(&self, key: Key, serial: u64, fresh: Arc<Token>) {
