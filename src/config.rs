@@ -177,9 +177,23 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Every section, typed: read in one pass over the text when the file is
+/// well-formed, else section by section so every problem is found.
 #[derive(Deserialize, Default)]
 struct RawFile {
+    server: Option<RawServer>,
+    upstream: Option<RawUpstream>,
+    api_user: Option<RawApiUser>,
+    tokens: Option<RawTokens>,
     #[serde(default)]
+    principals: Vec<RawPrincipal>,
+    #[serde(default)]
+    callers: Vec<RawCaller>,
+}
+
+/// The sections, untyped (the slow, thorough path).
+#[derive(Deserialize, Default)]
+struct RawSections {
     server: Option<toml::Value>,
     upstream: Option<toml::Value>,
     api_user: Option<toml::Value>,
@@ -188,6 +202,42 @@ struct RawFile {
     principals: Vec<toml::Value>,
     #[serde(default)]
     callers: Vec<toml::Value>,
+}
+
+impl RawFile {
+    /// One typed pass over the text; `None` if anything is off (a syntax
+    /// error, a wrong type, an unknown key), for the thorough path to explain.
+    /// This keeps a large file (thousands of principals) from building a
+    /// tree of values first.
+    fn fast(text: &str) -> Option<RawFile> {
+        let de = toml::de::Deserializer::parse(text).ok()?;
+        let mut unknown = false;
+        let raw: RawFile = serde_ignored::deserialize(de, |_| unknown = true).ok()?;
+        (!unknown).then_some(raw)
+    }
+
+    /// Section by section, recording every unknown key and type error.
+    fn thorough(table: toml::Table, p: &mut Problems) -> RawFile {
+        let s: RawSections = p.section("", Some(toml::Value::Table(table)));
+        // Keys at the top level come back as ".name"; tidy them.
+        for (key, _) in p.0.iter_mut() {
+            if let Some(stripped) = key.strip_prefix('.') {
+                *key = stripped.to_owned();
+            }
+        }
+        RawFile {
+            server: s.server.map(|v| p.section("server", Some(v))),
+            upstream: s.upstream.map(|v| p.section("upstream", Some(v))),
+            api_user: s.api_user.map(|v| p.section("api_user", Some(v))),
+            tokens: s.tokens.map(|v| p.section("tokens", Some(v))),
+            principals: (s.principals.into_iter().enumerate())
+                .map(|(i, v)| p.section(&format!("principals[{i}]"), Some(v)))
+                .collect(),
+            callers: (s.callers.into_iter().enumerate())
+                .map(|(i, v)| p.section(&format!("callers[{i}]"), Some(v)))
+                .collect(),
+        }
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -295,22 +345,18 @@ impl Config {
     /// Validates config text; `path` is used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let mut p = Problems::default();
-        let table: toml::Table = match text.parse() {
-            Ok(t) => t,
-            Err(e) => {
-                return Err(ConfigError {
-                    path: path.to_owned(),
-                    problems: vec![("(syntax)".into(), e.message().to_owned() + &span_hint(text, e.span()))],
-                })
-            }
+        let raw = match RawFile::fast(text) {
+            Some(raw) => raw,
+            None => match text.parse::<toml::Table>() {
+                Ok(table) => RawFile::thorough(table, &mut p),
+                Err(e) => {
+                    return Err(ConfigError {
+                        path: path.to_owned(),
+                        problems: vec![("(syntax)".into(), e.message().to_owned() + &span_hint(text, e.span()))],
+                    })
+                }
+            },
         };
-        let raw: RawFile = p.section("", Some(toml::Value::Table(table)));
-        // Keys at the top level come back as ".name"; tidy them.
-        for (key, _) in p.0.iter_mut() {
-            if let Some(stripped) = key.strip_prefix('.') {
-                *key = stripped.to_owned();
-            }
-        }
         let config = build(raw, &mut p, path);
         if p.0.is_empty() {
             Ok(config)
@@ -337,16 +383,16 @@ fn span_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
 }
 
 fn build(raw: RawFile, p: &mut Problems, path: &Path) -> Config {
-    let server: RawServer = p.section("server", raw.server);
-    let upstream: RawUpstream = p.section("upstream", raw.upstream.clone());
-    let api_user: RawApiUser = p.section("api_user", raw.api_user.clone());
-    let tokens: RawTokens = p.section("tokens", raw.tokens);
     if raw.upstream.is_none() {
         p.add("upstream", "missing section");
     }
     if raw.api_user.is_none() {
         p.add("api_user", "missing section");
     }
+    let server = raw.server.unwrap_or_default();
+    let upstream = raw.upstream.unwrap_or_default();
+    let api_user = raw.api_user.unwrap_or_default();
+    let tokens = raw.tokens.unwrap_or_default();
 
     let principals = build_principals(raw.principals, p);
     let ids: HashMap<&str, PrincipalId> = principals
@@ -440,11 +486,11 @@ fn build(raw: RawFile, p: &mut Problems, path: &Path) -> Config {
     }
 
     let mut callers: Vec<Caller> = Vec::new();
-    for (i, value) in raw.callers.into_iter().enumerate() {
+    let mut caller_names = std::collections::HashSet::new();
+    for (i, c) in raw.callers.into_iter().enumerate() {
         let key = format!("callers[{i}]");
-        let c: RawCaller = p.section(&key, Some(value));
         let name = required(p, &format!("{key}.name"), c.name);
-        if !name.is_empty() && callers.iter().any(|o| o.name == name) {
+        if !name.is_empty() && !caller_names.insert(name.clone()) {
             p.add(format!("{key}.name"), format!("duplicate caller `{name}`"));
         }
         let key_sha256 = match c.key_sha256.as_deref().map(decode_sha256) {
@@ -497,13 +543,13 @@ fn build(raw: RawFile, p: &mut Problems, path: &Path) -> Config {
     }
 }
 
-fn build_principals(raw: Vec<toml::Value>, p: &mut Problems) -> Vec<Principal> {
-    let mut out: Vec<Principal> = Vec::new();
-    for (i, value) in raw.into_iter().enumerate() {
+fn build_principals(raw: Vec<RawPrincipal>, p: &mut Problems) -> Vec<Principal> {
+    let mut out: Vec<Principal> = Vec::with_capacity(raw.len());
+    let mut names = std::collections::HashSet::new();
+    for (i, r) in raw.into_iter().enumerate() {
         let key = format!("principals[{i}]");
-        let r: RawPrincipal = p.section(&key, Some(value));
         let name = required(p, &format!("{key}.name"), r.name);
-        if !name.is_empty() && out.iter().any(|o| o.name == name) {
+        if !name.is_empty() && !names.insert(name.clone()) {
             p.add(format!("{key}.name"), format!("duplicate principal `{name}`"));
         }
         let mut user_kind = |t| -> PrincipalKind {
