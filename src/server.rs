@@ -11,7 +11,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -49,31 +53,37 @@ impl From<&ServerConfig> for Limits {
     }
 }
 
-/// The data-plane router: every path goes to the proxy handler, which
-/// decides between forwarding and kmproxy's own errors.
-pub fn router(app: Arc<App>) -> Router {
-    Router::new().fallback(proxy::handle).with_state(app)
-}
-
-/// Serves the data plane on `listener` until `shutdown` resolves.
+/// Serves the data plane on `listener` until `shutdown` resolves. Every
+/// path goes to [`proxy::handle`]: there is no routing table to walk per
+/// call, so the handler is served as a plain service.
 pub async fn serve(
     app: Arc<App>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = Limits::from(&app.live().config.server);
-    serve_router(router(app), listener, limits, shutdown).await
+    let service = tower::service_fn(move |req| {
+        let app = Arc::clone(&app);
+        async move { Ok::<_, Infallible>(proxy::handle(app, req).await) }
+    });
+    serve_service(service, listener, limits, shutdown).await
 }
 
-/// Serves `router` on `listener` with `limits` until `shutdown` resolves,
-/// then stops accepting and lets open calls finish (at most
-/// `drain_timeout`).
-pub async fn serve_router(
-    router: Router,
+/// Serves `service` (an axum `Router`, or the data plane's handler) on
+/// `listener` with `limits` until `shutdown` resolves, then stops accepting
+/// and lets open calls finish (at most `drain_timeout`).
+pub async fn serve_service<S, B>(
+    service: S,
     listener: TcpListener,
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -113,7 +123,7 @@ pub async fn serve_router(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let service = TowerToHyperService::new(service.clone());
         let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {

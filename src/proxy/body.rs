@@ -15,7 +15,14 @@ use crate::error::ProxyError;
 
 /// Reads a request body whole, refusing one over `max` bytes; a declared
 /// `Content-Length` over the limit is refused before reading anything.
-pub async fn read_request(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes, ProxyError> {
+pub async fn read_request<B>(headers: &HeaderMap, body: B, max: usize) -> Result<Bytes, ProxyError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if body.is_end_stream() {
+        return Ok(Bytes::new()); // no body at all: nothing to read
+    }
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

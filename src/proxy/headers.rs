@@ -17,16 +17,28 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
-/// Removes hop-by-hop headers, including those the `Connection` header names.
-pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
+/// Headers the `Connection` header names (hop-by-hop by declaration);
+/// empty, without allocating, when there is none.
+fn named_by_connection(h: &HeaderMap) -> Vec<HeaderName> {
+    h.get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::try_from(n.trim()).ok())
-        .collect();
-    for n in named {
+        .collect()
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name == header::TRANSFER_ENCODING
+}
+
+/// Removes hop-by-hop headers, including those the `Connection` header
+/// names. Most answers carry none or one, so it looks before it removes.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    if !h.keys().any(is_hop_by_hop) {
+        return;
+    }
+    for n in named_by_connection(h) {
         h.remove(n);
     }
     for n in &HOP_BY_HOP {
@@ -35,26 +47,29 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     h.remove(header::TRANSFER_ENCODING);
 }
 
-/// Prepares a caller's headers for the upstream.
-pub fn for_upstream(h: &mut HeaderMap, caller_key_header: &HeaderName, keep_authorization: bool) {
-    strip_hop_by_hop(h);
-    h.remove(caller_key_header);
-    h.remove(header::HOST);
-    // The body is buffered and re-sent with its exact length.
-    h.remove(header::CONTENT_LENGTH);
-    h.remove(header::EXPECT);
-    h.remove("kmauthtoken");
-    if !keep_authorization {
-        h.remove(header::AUTHORIZATION);
+/// The headers to send upstream, built in one pass from the caller's
+/// (which stay as they are, for a replay): without hop-by-hop headers,
+/// `Host` and the framing headers (the body is re-sent with its exact
+/// length), the caller's `kmauthtoken`, the caller key, `x-kmproxy-*`, and
+/// `Authorization` unless `keep_authorization`.
+pub fn for_upstream(src: &HeaderMap, caller_key_header: &HeaderName, keep_authorization: bool) -> HeaderMap {
+    let named = named_by_connection(src);
+    let mut out = HeaderMap::with_capacity(src.keys_len() + 1);
+    for (name, value) in src {
+        let drop = is_hop_by_hop(name)
+            || name == header::HOST
+            || name == header::CONTENT_LENGTH
+            || name == header::EXPECT
+            || (name == header::AUTHORIZATION && !keep_authorization)
+            || name == caller_key_header
+            || name.as_str() == "kmauthtoken"
+            || name.as_str().starts_with("x-kmproxy-")
+            || named.contains(name);
+        if !drop {
+            out.append(name.clone(), value.clone());
+        }
     }
-    let own: Vec<HeaderName> = h
-        .keys()
-        .filter(|k| k.as_str().starts_with("x-kmproxy-"))
-        .cloned()
-        .collect();
-    for k in own {
-        h.remove(k);
-    }
+    out
 }
 
 /// True when the headers carry `Authorization: Bearer <token>`.
@@ -85,7 +100,7 @@ mod tests {
         ] {
             h.append(k, v.parse().expect("value"));
         }
-        for_upstream(&mut h, &HeaderName::from_static("x-kmproxy-key"), false);
+        let h = for_upstream(&h, &HeaderName::from_static("x-kmproxy-key"), false);
         let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, vec!["accept", "x-request-id"]);
     }

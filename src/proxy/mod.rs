@@ -17,11 +17,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use http::HeaderValue;
+use http::{HeaderValue, Request};
+use hyper::body::Incoming;
 use tracing::Instrument;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::HeaderName;
 use http_body_util::Full;
@@ -124,8 +124,9 @@ struct CallInfo {
     replayed: bool,
 }
 
-/// The axum handler for every data-plane request.
-pub async fn handle(State(app): State<Arc<App>>, mut req: Request) -> Response {
+/// Answers one data-plane request (every path: forwarding and kmproxy's
+/// own errors alike).
+pub async fn handle(app: Arc<App>, mut req: Request<Incoming>) -> Response {
     let started = Instant::now();
     let live = app.live();
     let id = request_id(req.headers());
@@ -188,12 +189,17 @@ fn request_id(headers: &http::HeaderMap) -> HeaderValue {
     }
 }
 
-async fn forward(live: &Live, metrics: &Metrics, req: Request, info: &mut CallInfo) -> Result<Response, ProxyError> {
+async fn forward(
+    live: &Live,
+    metrics: &Metrics,
+    req: Request<Incoming>,
+    info: &mut CallInfo,
+) -> Result<Response, ProxyError> {
     let _permit = live
         .in_flight
         .try_acquire()
         .map_err(|_| ProxyError::Overloaded(live.config.server.max_in_flight))?;
-    let (mut parts, body) = req.into_parts();
+    let (parts, body) = req.into_parts();
     let api = route::classify(parts.uri.path())?;
     let config = &live.config;
     let id = callers::identify(config, &parts.headers).inspect_err(|e| {
@@ -213,7 +219,7 @@ async fn forward(live: &Live, metrics: &Metrics, req: Request, info: &mut CallIn
         .map(|v| CallerFields::parse(v.as_bytes()))
         .transpose()?;
     let body = body::read_request(&parts.headers, body, config.server.max_body).await?;
-    headers::for_upstream(&mut parts.headers, &config.server.caller_key_header, bearer);
+
     let origin = match api {
         Api::Content => &live.content,
         Api::Search => &live.search,
@@ -226,7 +232,7 @@ async fn forward(live: &Live, metrics: &Metrics, req: Request, info: &mut CallIn
         let mut req = http::Request::new(Full::new(body.clone()));
         *req.method_mut() = parts.method.clone();
         *req.uri_mut() = uri.clone();
-        *req.headers_mut() = parts.headers.clone();
+        *req.headers_mut() = headers::for_upstream(&parts.headers, &config.server.caller_key_header, bearer);
         req.headers_mut().insert(
             KMAUTHTOKEN,
             creds.kmauthtoken(caller_fields.as_ref(), live.tokens.defaults()),

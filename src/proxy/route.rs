@@ -26,18 +26,36 @@ pub fn classify(path: &str) -> Result<Api, ProxyError> {
     } else {
         return Err(ProxyError::NotFound);
     };
-    // segments: "", "km", "api", version, ...
-    let last = path.split('/').count() - 1;
-    for (i, raw) in path.split('/').enumerate().skip(1) {
-        let seg = decode(raw).ok_or(ProxyError::BadPath)?;
-        if (raw.is_empty() && i != last) || seg == "." || seg == ".." {
+    // Segments: "", "km", "api", version, ... One pass over the bytes; a
+    // segment with none of `%` `\\` `.` `;` in it needs no decoding.
+    let bytes = path.as_bytes();
+    let (mut start, mut index) = (1, 1);
+    for end in 1..=bytes.len() {
+        if end < bytes.len() && bytes[end] != b'/' {
+            continue;
+        }
+        let raw = &path[start..end];
+        let last = end == bytes.len();
+        if raw.is_empty() && !last {
             return Err(ProxyError::BadPath);
         }
+        let plain = !raw.bytes().any(|c| matches!(c, b'%' | b'\\' | b'.' | b';'));
+        let seg = if plain {
+            Cow::Borrowed(raw)
+        } else {
+            let seg = decode(raw).ok_or(ProxyError::BadPath)?;
+            if seg == "." || seg == ".." {
+                return Err(ProxyError::BadPath);
+            }
+            seg
+        };
         // Java servers drop `;params` from a segment: judge what they see.
         let name = seg.split(';').next().unwrap_or("");
-        if (i == 3 || i == 4) && name.eq_ignore_ascii_case("auth") {
+        if (index == 3 || index == 4) && name.eq_ignore_ascii_case("auth") {
             return Err(ProxyError::AuthPath);
         }
+        start = end + 1;
+        index += 1;
     }
     Ok(api)
 }
