@@ -33,18 +33,21 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// Removes hop-by-hop headers, including those the `Connection` header
-/// names. Most answers carry none or one, so it looks before it removes.
+/// names. Most answers carry none, or just `Connection`, so it finds the
+/// ones present in one look over the names and removes only those.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    if !h.keys().any(is_hop_by_hop) {
+    let present: Vec<HeaderName> = h.keys().filter(|k| is_hop_by_hop(k)).cloned().collect();
+    if present.is_empty() {
         return;
     }
-    for n in named_by_connection(h) {
+    if present.contains(&header::CONNECTION) {
+        for n in named_by_connection(h) {
+            h.remove(n);
+        }
+    }
+    for n in present {
         h.remove(n);
     }
-    for n in &HOP_BY_HOP {
-        h.remove(n);
-    }
-    h.remove(header::TRANSFER_ENCODING);
 }
 
 /// The headers to send upstream, built in one pass from the caller's

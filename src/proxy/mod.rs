@@ -127,7 +127,8 @@ struct CallInfo {
 /// Answers one data-plane request (every path: forwarding and kmproxy's
 /// own errors alike).
 pub async fn handle(app: Arc<App>, mut req: Request<Incoming>) -> Response {
-    let started = Instant::now();
+    // The clock is read for the access line only when it is written.
+    let started = tracing::enabled!(target: "kmproxy::access", tracing::Level::INFO).then(Instant::now);
     let live = app.live();
     let id = request_id(req.headers());
     req.headers_mut().insert(REQUEST_ID, id.clone());
@@ -165,7 +166,7 @@ pub async fn handle(app: Arc<App>, mut req: Request<Incoming>) -> Response {
             status,
             upstream_ms = info.upstream.map(|d| d.as_secs_f64() * 1e3),
             replayed = info.replayed,
-            total_ms = started.elapsed().as_secs_f64() * 1e3,
+            total_ms = started.map(|t| t.elapsed().as_secs_f64() * 1e3),
             "call"
         )
     });
@@ -180,13 +181,25 @@ pub async fn handle(app: Arc<App>, mut req: Request<Incoming>) -> Response {
 fn request_id(headers: &http::HeaderMap) -> HeaderValue {
     match headers.get(&REQUEST_ID) {
         Some(v) if !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_graphic()) => v.clone(),
-        _ => {
-            let mut buf = [0u8; 32];
-            // 16 random bytes as 32 hex digits: always a valid header value.
-            let _ = hex::encode_to_slice(rand::random::<[u8; 16]>(), &mut buf);
-            HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("-"))
-        }
+        _ => new_request_id(),
     }
+}
+
+/// A new request id: 16 hex digits drawn at random once per process, then
+/// 16 of a counter, so ids are unique within a process and unlikely to
+/// collide across sidecars, without a random draw per call.
+fn new_request_id() -> HeaderValue {
+    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(rand::random::<u64>);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut raw = [0u8; 16];
+    raw[..8].copy_from_slice(&prefix.to_be_bytes());
+    raw[8..].copy_from_slice(&n.to_be_bytes());
+    let mut buf = [0u8; 32];
+    // 16 bytes as 32 hex digits: always a valid header value.
+    let _ = hex::encode_to_slice(raw, &mut buf);
+    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 async fn forward(
