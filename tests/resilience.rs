@@ -350,3 +350,31 @@ async fn upstream_reset_before_the_answer_is_502_and_recovers() {
     assert_eq!(&a.body[..], br#"{"items":[]}"#);
     env.stop().await;
 }
+
+#[tokio::test]
+async fn unresolvable_upstream_host_is_a_clear_error_and_bounded() {
+    // `.invalid` never resolves (RFC 6761); whether the resolver answers at
+    // once or not at all here, the login's timeout bounds the wait.
+    let env = Env::builder()
+        .toml(|t| t.replace("base_url = \"SIM_URL\"", "base_url = \"http://kmproxy-test.invalid\""))
+        .config(|c| {
+            c.upstream.timeout = Duration::from_secs(2);
+            c.upstream.connect_timeout = Duration::from_secs(1);
+        })
+        .start()
+        .await;
+    let t = Instant::now();
+    let a = env.get("/km/api/latest/content", &[]).await;
+    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    assert!(
+        a.status == StatusCode::BAD_GATEWAY || a.status == StatusCode::GATEWAY_TIMEOUT,
+        "{:?}",
+        a.body
+    );
+    assert!(a.error_code().starts_with("KMPROXY-"), "{}", a.error_code());
+    // A second call inside the backoff is answered at once, without a lookup.
+    let a = env.get("/km/api/latest/content", &[]).await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(a.error_code(), "KMPROXY-LOGIN-BACKOFF");
+    env.stop().await;
+}
