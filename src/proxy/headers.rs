@@ -24,7 +24,11 @@ fn named_by_connection(h: &HeaderMap) -> Vec<HeaderName> {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::try_from(n.trim()).ok())
+        .map(str::trim)
+        // The usual values name no header beyond the hop-by-hop ones,
+        // which go anyway: skip parsing them into names.
+        .filter(|n| !n.eq_ignore_ascii_case("keep-alive") && !n.eq_ignore_ascii_case("close"))
+        .filter_map(|n| HeaderName::try_from(n).ok())
         .collect()
 }
 
