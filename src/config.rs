@@ -74,7 +74,8 @@ pub struct UpstreamConfig {
     /// Version segment used for the login calls.
     pub api_version: String,
     pub connect_timeout: Duration,
-    /// Deadline for an upstream exchange up to the response head.
+    /// Deadline for an upstream exchange up to the response head, and the
+    /// longest an answer's body may then stall between two pieces.
     pub timeout: Duration,
     /// Extra PEM trust roots.
     pub ca_file: Option<PathBuf>,

@@ -69,15 +69,83 @@ impl Peeked {
         })
     }
 
-    /// The whole answer again: the prefix, then the unread rest, streamed.
-    pub fn into_body(self) -> Body {
+    /// The whole answer again: the prefix, then the unread rest, streamed
+    /// (failing if the rest stalls for `idle`).
+    pub fn into_body(self, idle: std::time::Duration) -> Body {
         match self.rest {
             None => Body::from(self.prefix),
             Some(rest) => {
+                let rest = IdleTimeout::new(rest, idle);
                 let head = futures_util::stream::once(std::future::ready(Ok::<_, axum::Error>(self.prefix)));
                 let tail = rest.into_data_stream().map(|r| r.map_err(axum::Error::new));
                 Body::from_stream(head.chain(tail))
             }
         }
+    }
+}
+
+/// An upstream answer's body that fails when no data arrives for
+/// `timeout` (a stalled upstream), ending the caller's answer abortively
+/// instead of holding its connection for ever. The timer is only armed
+/// when the body has to wait, so an answer that arrives whole with its
+/// head costs no timer.
+pub struct IdleTimeout<B> {
+    inner: B,
+    timeout: std::time::Duration,
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<B> IdleTimeout<B> {
+    pub fn new(inner: B, timeout: std::time::Duration) -> Self {
+        Self {
+            inner,
+            timeout,
+            sleep: None,
+        }
+    }
+}
+
+/// The error a stalled body ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream sent no data for {0:?}")]
+pub struct BodyStalled(std::time::Duration);
+
+impl<B> http_body::Body for IdleTimeout<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.sleep = None; // progress: the next wait starts afresh
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let timeout = this.timeout;
+                let sleep = this.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyStalled(timeout))))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -34,7 +34,7 @@ use crate::metrics::{Metrics, RequestLabels};
 use crate::session_error;
 use crate::tokens::TokenStore;
 use crate::upstream::{HttpClient, Origin};
-use body::Peeked;
+use body::{IdleTimeout, Peeked};
 use route::Api;
 
 /// The `kmauthtoken` header name.
@@ -262,14 +262,19 @@ async fn forward(
             })?;
             let head_after = sent.elapsed();
             if res.status().is_success() {
-                return Ok::<_, ProxyError>((res.map(Body::new), false, head_after));
+                let idle = config.upstream.timeout;
+                return Ok::<_, ProxyError>((res.map(|b| Body::new(IdleTimeout::new(b, idle))), false, head_after));
             }
             let (head, incoming) = res.into_parts();
             let peeked = Peeked::read(incoming, session_error::PEEK_LIMIT)
                 .await
                 .map_err(|e| ProxyError::Upstream(error_chain(&e)))?;
             let expired = session_error::is_session_error(&peeked.prefix, &config.tokens.session_error_codes);
-            Ok((Response::from_parts(head, peeked.into_body()), expired, head_after))
+            Ok((
+                Response::from_parts(head, peeked.into_body(config.upstream.timeout)),
+                expired,
+                head_after,
+            ))
         };
         let outcome = tokio::time::timeout(config.upstream.timeout, exchange).await;
         let (mut res, expired, head_after) =
