@@ -140,19 +140,13 @@ async fn serve(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let until = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
+    let stop = Arc::new(crate::server::Stop::new());
     let admin = match config.server.admin_listen {
         Some(addr) => match TcpListener::bind(addr).await {
             Ok(l) => {
                 let addr = l.local_addr().unwrap_or(addr);
                 tracing::info!(%addr, "admin listening");
-                Some(tokio::spawn(crate::admin::serve(Arc::clone(&app), l, until())))
+                Some(tokio::spawn(crate::admin::serve(Arc::clone(&app), l, stop.wait())))
             }
             Err(e) => {
                 eprintln!("kmproxy: cannot listen on {addr} (server.admin_listen): {e}");
@@ -175,7 +169,7 @@ async fn serve(path: &Path) -> ExitCode {
     tracing::info!(addr = %bound, upstream = %config.upstream.base_url, "kmproxy listening");
     let data = crate::server::serve(app, listener, async move {
         crate::server::shutdown_signal().await;
-        let _ = stop_tx.send(true);
+        stop.signal();
     })
     .await;
     if let Some(a) = admin {

@@ -6,11 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::proxy::App;
+use crate::server::Stop;
 use crate::sim::{SimConfig, Simulator};
 
 /// The demo configuration, built in.
@@ -44,7 +44,7 @@ pub struct Demo {
     pub addrs: DemoAddrs,
     /// The simulator, for tests to inspect.
     pub sim: Simulator,
-    stop: watch::Sender<bool>,
+    stop: Stop,
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
 }
 
@@ -73,18 +73,12 @@ impl Demo {
         config.server.admin_listen = Some(bound.admin);
         let app = App::new(Arc::new(config))?;
 
-        let (stop, watch_stop) = watch::channel(false);
-        let until = move || {
-            let mut rx = watch_stop.clone();
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            }
-        };
+        let stop = Stop::new();
         let sim = Simulator::new(SimConfig::default());
         let tasks = vec![
-            tokio::spawn(sim.clone().serve(sim_l, until())),
-            tokio::spawn(crate::server::serve(Arc::clone(&app), proxy_l, until())),
-            tokio::spawn(crate::admin::serve(app, admin_l, until())),
+            tokio::spawn(sim.clone().serve(sim_l, stop.wait())),
+            tokio::spawn(crate::server::serve(Arc::clone(&app), proxy_l, stop.wait())),
+            tokio::spawn(crate::admin::serve(app, admin_l, stop.wait())),
         ];
         Ok(Demo {
             addrs: bound,
@@ -157,7 +151,7 @@ impl Demo {
 
     /// Stops serving and waits for the tasks to end.
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
+        self.stop.signal();
         for t in self.tasks {
             let _ = t.await;
         }

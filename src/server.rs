@@ -143,6 +143,36 @@ where
     Ok(())
 }
 
+/// One stop signal shared by several servers (data, admin, simulator):
+/// [`Stop::wait`] gives each its shutdown future, [`Stop::signal`] fires all.
+#[derive(Debug)]
+pub struct Stop(tokio::sync::watch::Sender<bool>);
+
+impl Stop {
+    pub fn new() -> Self {
+        Self(tokio::sync::watch::channel(false).0)
+    }
+
+    /// Resolves once [`Stop::signal`] was called (or the `Stop` is gone).
+    pub fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.subscribe();
+        async move {
+            let _ = rx.wait_for(|stopped| *stopped).await;
+        }
+    }
+
+    /// Tells every waiter to stop.
+    pub fn signal(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+impl Default for Stop {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Resolves on SIGTERM or Ctrl-C (SIGINT).
 pub async fn shutdown_signal() {
     let ctrl_c = async {

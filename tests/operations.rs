@@ -120,6 +120,28 @@ impl Proc {
         assert!(ok.success());
     }
 
+    /// Sends SIGHUP and waits for the `nth` successful reload.
+    async fn reload(&self, nth: usize) {
+        self.signal("-HUP");
+        let done = eventually(Duration::from_secs(5), || {
+            self.log().matches("config reloaded").count() == nth
+        })
+        .await;
+        assert!(done, "reload {nth} not logged:\n{}", self.log());
+    }
+
+    /// A call as the helpdesk app (principal `agent`).
+    async fn as_agent(&self) -> (StatusCode, Bytes) {
+        let (s, _, body) = call(
+            self.proxy,
+            Method::GET,
+            "/km/api/latest/content",
+            &[("x-kmproxy-key", HELPDESK_KEY)],
+        )
+        .await;
+        (s, body)
+    }
+
     fn log(&self) -> String {
         self.lines.lock().unwrap().join("\n")
     }
@@ -308,62 +330,31 @@ async fn sighup_reloads_changed_credentials_and_refuses_a_bad_config() {
     p.signal("-HUP");
     assert!(eventually(Duration::from_secs(5), || p.log().contains("reload refused")).await);
     assert!(p.log().contains("principals[1].kind"), "the reason is logged");
-    let (s, _, _) = call(
-        p.proxy,
-        Method::GET,
-        "/km/api/latest/content",
-        &[("x-kmproxy-key", HELPDESK_KEY)],
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK);
+    assert_eq!(p.as_agent().await.0, StatusCode::OK);
     assert_eq!(sim.sim.total_logins(), 2);
 
-    // 2. The agent's password file changes (same value): nothing re-logs in.
+    // 2. The same config again (secrets re-read, same values): nothing logs in again.
     std::fs::write(&p.config, &good).unwrap();
-    p.signal("-HUP");
-    assert!(eventually(Duration::from_secs(5), || p.log().contains("config reloaded")).await);
-    for headers in [&[][..], &[("x-kmproxy-key", HELPDESK_KEY)][..]] {
-        let (s, _, _) = call(p.proxy, Method::GET, "/km/api/latest/content", headers).await;
-        assert_eq!(s, StatusCode::OK);
-    }
+    p.reload(1).await;
+    let (s, _, _) = call(p.proxy, Method::GET, "/km/api/latest/content", &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(p.as_agent().await.0, StatusCode::OK);
     assert_eq!(sim.sim.total_logins(), 2, "unchanged identities keep their tokens");
 
     // 3. A new agent password: the agent logs in again, the API user does not.
     let pw_file = p.config.with_file_name("agent.pw");
     std::fs::write(&pw_file, "Changed1\n").unwrap();
-    p.signal("-HUP");
-    assert!(
-        eventually(Duration::from_secs(5), || p.log().matches("config reloaded").count()
-            == 2)
-        .await
-    );
-    let (s, _, body) = call(
-        p.proxy,
-        Method::GET,
-        "/km/api/latest/content",
-        &[("x-kmproxy-key", HELPDESK_KEY)],
-    )
-    .await;
+    p.reload(2).await;
+    let (s, body) = p.as_agent().await;
     // The simulator only knows Password1: the new secret is tried once and rejected.
     assert_eq!(s, StatusCode::BAD_GATEWAY, "{body:?}");
     assert_eq!(sim.sim.logins(LoginKind::Account, None, LoginOutcome::Rejected), 1);
     assert_eq!(logins(LoginKind::Integration), 1);
+
     // 4. Fixing the secret un-parks the principal without a restart.
     std::fs::write(&pw_file, "Password1\n").unwrap();
-    p.signal("-HUP");
-    assert!(
-        eventually(Duration::from_secs(5), || p.log().matches("config reloaded").count()
-            == 3)
-        .await
-    );
-    let (s, _, _) = call(
-        p.proxy,
-        Method::GET,
-        "/km/api/latest/content",
-        &[("x-kmproxy-key", HELPDESK_KEY)],
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK);
+    p.reload(3).await;
+    assert_eq!(p.as_agent().await.0, StatusCode::OK);
     assert_eq!(logins(LoginKind::Account), 2);
     assert_eq!(logins(LoginKind::Integration), 1);
 }

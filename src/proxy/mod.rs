@@ -127,12 +127,12 @@ struct CallInfo {
 /// Answers one data-plane request (every path: forwarding and kmproxy's
 /// own errors alike).
 pub async fn handle(app: Arc<App>, mut req: Request<Incoming>) -> Response {
-    // The clock is read for the access line only when it is written.
-    let started = tracing::enabled!(target: "kmproxy::access", tracing::Level::INFO).then(Instant::now);
+    // What the access line needs is taken only when it is written.
+    let access = tracing::enabled!(target: "kmproxy::access", tracing::Level::INFO)
+        .then(|| (Instant::now(), req.method().clone(), req.uri().clone()));
     let live = app.live();
     let id = request_id(req.headers());
     req.headers_mut().insert(REQUEST_ID, id.clone());
-    let (method, uri) = (req.method().clone(), req.uri().clone());
     let span = tracing::info_span!("request", id = %String::from_utf8_lossy(id.as_bytes()));
     let mut info = CallInfo::default();
     let mut res = match forward(&live, &app.metrics, req, &mut info)
@@ -155,21 +155,23 @@ pub async fn handle(app: Arc<App>, mut req: Request<Incoming>) -> Response {
     res.headers_mut().insert(REQUEST_ID, id);
     let status = res.status().as_u16();
     let caller = info.caller.unwrap_or_else(|| Arc::clone(&app.metrics.no_caller));
-    let principal = info.principal.map_or("-", |p| live.config.principals[p].name.as_str());
-    span.in_scope(|| {
-        tracing::info!(
-            target: "kmproxy::access",
-            caller = %caller,
-            principal,
-            method = %method,
-            path = uri.path(),
-            status,
-            upstream_ms = info.upstream.map(|d| d.as_secs_f64() * 1e3),
-            replayed = info.replayed,
-            total_ms = started.map(|t| t.elapsed().as_secs_f64() * 1e3),
-            "call"
-        )
-    });
+    if let Some((started, method, uri)) = access {
+        let principal = info.principal.map_or("-", |p| live.config.principals[p].name.as_str());
+        span.in_scope(|| {
+            tracing::info!(
+                target: "kmproxy::access",
+                caller = %caller,
+                principal,
+                method = %method,
+                path = uri.path(),
+                status,
+                upstream_ms = info.upstream.map(|d| d.as_secs_f64() * 1e3),
+                replayed = info.replayed,
+                total_ms = started.elapsed().as_secs_f64() * 1e3,
+                "call"
+            )
+        });
+    }
     app.metrics
         .requests
         .get_or_create(&RequestLabels { caller, status })

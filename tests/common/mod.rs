@@ -19,9 +19,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use kmproxy::config::Config;
 use kmproxy::proxy::App;
+use kmproxy::server::Stop;
 use kmproxy::sim::{SimConfig, SimHandle, Simulator};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 pub const HELPDESK_KEY: &str = "helpdesk-key";
 pub const PORTAL_KEY: &str = "portal-key";
@@ -147,7 +147,7 @@ pub struct Env {
     pub admin: SocketAddr,
     pub app: Arc<App>,
     client: Client<HttpConnector, Full<Bytes>>,
-    stop: watch::Sender<bool>,
+    stop: Stop,
     tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
@@ -192,16 +192,10 @@ impl Env {
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (proxy_addr, admin_addr) = (data.local_addr().unwrap(), admin.local_addr().unwrap());
         let app = App::new(Arc::new(config)).unwrap();
-        let (stop, rx) = watch::channel(false);
-        let until = move || {
-            let mut rx = rx.clone();
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            }
-        };
+        let stop = Stop::new();
         let tasks = vec![
-            tokio::spawn(kmproxy::server::serve(Arc::clone(&app), data, until())),
-            tokio::spawn(kmproxy::admin::serve(Arc::clone(&app), admin, until())),
+            tokio::spawn(kmproxy::server::serve(Arc::clone(&app), data, stop.wait())),
+            tokio::spawn(kmproxy::admin::serve(Arc::clone(&app), admin, stop.wait())),
         ];
         let client = Client::builder(TokioExecutor::new()).build_http();
         Env {
@@ -264,7 +258,7 @@ impl Env {
     }
 
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
+        self.stop.signal();
         for t in self.tasks {
             let _ = t.await;
         }
