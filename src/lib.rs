@@ -16,7 +16,7 @@
 //! - [`tokens`]: the token cache, single-flight logins, renewal, lockout gate.
 //! - [`kmauthtoken`]: parse a caller's header, build the upstream's.
 //! - [`session_error`]: recognise `OK-SESSION…` answers in JSON or XML.
-//! - [`upstream`]: the one pooled HTTP client (rustls), origins.
+//! - [`upstream`]: the one HTTP/1.1 client (rustls), origins and their idle connections.
 //! - [`error`]: `ProxyError` → Oracle-shaped JSON answer.
 //! - [`admin`] and [`metrics`]: health, readiness, status, Prometheus metrics.
 //! - [`config`] and [`secret`]: the TOML file, validated; secrets redacted.

@@ -470,3 +470,45 @@ async fn session_error_in_json_or_xml_is_replayed_after_one_relogin() {
     assert_eq!(sim.logins(LoginKind::Account, None, LoginOutcome::Ok), 3);
     env.stop().await;
 }
+
+#[tokio::test]
+async fn upstream_connections_are_kept_and_reused() {
+    let env = Env::start().await;
+    for _ in 0..20 {
+        let a = env.get("/km/api/latest/content", &[]).await;
+        assert_eq!(a.status, StatusCode::OK);
+    }
+    // Login and 20 calls, one after another: one kept-alive connection
+    // serves them all (two at most, should a call catch the previous
+    // exchange before its connection is idle again).
+    let used = env.simulator().connections();
+    assert!((1..=2).contains(&used), "{used} upstream connections for 21 exchanges");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn an_upstream_that_closes_its_connections_costs_no_call() {
+    let env = Env::start().await;
+    assert_eq!(env.get("/km/api/latest/content", &[]).await.status, StatusCode::OK);
+    // From now on every answer says `Connection: close`: the connection
+    // kmproxy holds is gone after each exchange, and a fresh one is dialled.
+    env.simulator().set_close_connections(true);
+    let before = env.simulator().connections();
+    for _ in 0..10 {
+        let a = env.get("/km/api/latest/content", &[]).await;
+        assert_eq!(a.status, StatusCode::OK);
+        assert!(a.headers.get("connection").is_none(), "hop-by-hop header passed on");
+    }
+    assert!(env.simulator().connections() - before >= 9);
+    // Keep-alive again: the pool recovers.
+    env.simulator().set_close_connections(false);
+    for _ in 0..3 {
+        assert_eq!(env.get("/km/api/latest/content", &[]).await.status, StatusCode::OK);
+    }
+    let before = env.simulator().connections();
+    for _ in 0..10 {
+        assert_eq!(env.get("/km/api/latest/content", &[]).await.status, StatusCode::OK);
+    }
+    assert!(env.simulator().connections() - before <= 1);
+    env.stop().await;
+}

@@ -902,6 +902,17 @@ async fn http_hooks_expire_report_delay_and_reset() {
     site.get("/km/api/v1/content", &[]).await;
     assert!(t.elapsed() >= Duration::from_millis(200));
 
+    let close = site
+        .send(Method::POST, "/__sim/close-connections?on=true", &[], "")
+        .await;
+    assert_eq!(close.status, StatusCode::OK);
+    assert_eq!(close.header("connection"), Some("close"));
+    assert_eq!(
+        site.get("/km/api/v1/content", &[]).await.header("connection"),
+        Some("close")
+    );
+    assert!(site.get("/__sim/stats", &[]).await.json()["connections"].as_u64() >= Some(1));
+
     let reset = site.send(Method::POST, "/__sim/reset", &[], "").await;
     assert_eq!(reset.status, StatusCode::OK);
     let s = site.get("/__sim/stats", &[]).await.json();
@@ -911,6 +922,7 @@ async fn http_hooks_expire_report_delay_and_reset() {
     );
     assert_eq!(s["delayMs"], 0);
     assert_eq!(site.sim().request_count(), 0, "hooks are never recorded");
+    assert_eq!(site.get("/km/api/v1/content", &[]).await.header("connection"), None);
 
     let bad = site.send(Method::POST, "/__sim/fail-logins?status=abc", &[], "").await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);

@@ -4,12 +4,12 @@
 //! answers, of which only a bounded prefix is read to look for a session
 //! error before the whole answer is streamed on.
 
+use crate::upstream::PooledBody;
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http::{header, HeaderMap};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::body::Incoming;
 
 use crate::error::ProxyError;
 
@@ -41,12 +41,12 @@ where
 pub struct Peeked {
     /// Up to the limit (or the whole body, when it was shorter).
     pub prefix: Bytes,
-    rest: Option<Incoming>,
+    rest: Option<PooledBody>,
 }
 
 impl Peeked {
     /// Reads up to `limit` bytes of `body`.
-    pub async fn read(mut body: Incoming, limit: usize) -> Result<Self, hyper::Error> {
+    pub async fn read(mut body: PooledBody, limit: usize) -> Result<Self, hyper::Error> {
         let mut buf = BytesMut::new();
         while buf.len() < limit {
             match body.frame().await {

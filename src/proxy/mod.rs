@@ -68,8 +68,8 @@ pub struct Live {
 impl Live {
     fn build(config: Arc<Config>, tokens: TokenStore, client: HttpClient) -> Result<Self, String> {
         Ok(Self {
-            content: Origin::parse(&config.upstream.base_url)?,
-            search: Origin::parse(&config.upstream.search_base_url)?,
+            content: client.origin(&config.upstream.base_url)?,
+            search: client.origin(&config.upstream.search_base_url)?,
             in_flight: tokio::sync::Semaphore::new(config.server.max_in_flight),
             caller_labels: config.callers.iter().map(|c| Arc::new(c.name.clone())).collect(),
             tokens,
@@ -240,13 +240,13 @@ async fn forward(
         Api::Search => &live.search,
     };
     let pq = parts.uri.path_and_query().ok_or(ProxyError::NotFound)?;
-    let uri = origin.uri(pq).map_err(|e| ProxyError::Upstream(e.to_string()))?;
+    let target = origin.target(pq).map_err(|e| ProxyError::Upstream(e.to_string()))?;
 
     loop {
         let creds = live.tokens.credentials(id.principal).await?;
         let mut req = http::Request::new(Full::new(body.clone()));
         *req.method_mut() = parts.method.clone();
-        *req.uri_mut() = uri.clone();
+        *req.uri_mut() = target.clone();
         *req.headers_mut() = headers::for_upstream(&parts.headers, &config.server.caller_key_header, bearer);
         req.headers_mut().insert(
             KMAUTHTOKEN,
@@ -255,7 +255,7 @@ async fn forward(
 
         let sent = Instant::now();
         let exchange = async {
-            let res = live.client.request(req).await.map_err(|e| {
+            let res = live.client.request(origin, req).await.map_err(|e| {
                 if is_timeout(&e) {
                     ProxyError::UpstreamTimeout(config.upstream.connect_timeout)
                 } else {

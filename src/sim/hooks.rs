@@ -8,6 +8,7 @@
 //! | `POST /__sim/fail-logins?status=503&count=3` | answer the next `count` logins with `status` (defaults 503, 1) |
 //! | `POST /__sim/session-error?count=1` | answer the next `count` API calls with a session error (default 1) |
 //! | `POST /__sim/delay?ms=N` | delay every API answer by N ms (0 turns it off) |
+//! | `POST /__sim/close-connections?on=true` | answer everything with `Connection: close` (`on=false` stops) |
 //! | `POST /__sim/reset` | zero the counters and clear injected faults and the delay |
 //!
 //! Hooks answer `{"ok":true}` (stats: the stats object); a bad parameter is a 400.
@@ -35,6 +36,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/__sim/fail-logins", post(fail_logins))
         .route("/__sim/session-error", post(session_error))
         .route("/__sim/delay", post(delay))
+        .route("/__sim/close-connections", post(close_connections))
         .route("/__sim/reset", post(reset))
 }
 
@@ -64,7 +66,7 @@ fn outcome_name(outcome: LoginOutcome) -> &'static str {
 }
 
 /// `{"logins":[{kind,user,outcome,count}], "loginTotals":{kind:{outcome:n}},
-/// "totalLogins", "requestCount", "pendingLoginFailures", "pendingSessionErrors", "delayMs"}`.
+/// "totalLogins", "requestCount", "connections", "pendingLoginFailures", "pendingSessionErrors", "delayMs"}`.
 pub(crate) fn stats_json(shared: &Shared) -> Value {
     let counts = shared.login_counts();
     let mut totals: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
@@ -91,6 +93,7 @@ pub(crate) fn stats_json(shared: &Shared) -> Value {
         "loginTotals": totals,
         "totalLogins": shared.total_logins(),
         "requestCount": shared.request_count(),
+        "connections": shared.connections(),
         "pendingLoginFailures": login_faults,
         "pendingSessionErrors": session_errors,
         "delayMs": u64::try_from(shared.delay().as_millis()).unwrap_or(u64::MAX),
@@ -134,6 +137,16 @@ struct Delay {
 
 async fn delay(State(shared): State<Arc<Shared>>, Query(q): Query<Delay>) -> Response {
     shared.set_delay(Duration::from_millis(q.ms));
+    ok()
+}
+
+#[derive(Deserialize)]
+struct On {
+    on: bool,
+}
+
+async fn close_connections(State(shared): State<Arc<Shared>>, Query(q): Query<On>) -> Response {
+    shared.set_close_connections(q.on);
     ok()
 }
 

@@ -71,6 +71,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::HeaderValue;
+use axum::response::Response;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -238,9 +240,20 @@ impl Simulator {
 
     /// The simulator's routes, for serving or for `oneshot` tests.
     pub fn router(&self) -> Router {
+        let shared = Arc::clone(&self.shared);
         hooks::routes()
             .fallback(api::dispatch)
             .with_state(Arc::clone(&self.shared))
+            .layer(axum::middleware::map_response(move |mut res: Response| {
+                let close = shared.close_connections();
+                async move {
+                    if close {
+                        res.headers_mut()
+                            .insert(axum::http::header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    res
+                }
+            }))
     }
 
     /// Serve on `listener` until `shutdown` resolves.
@@ -249,6 +262,9 @@ impl Simulator {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        use axum::serve::ListenerExt as _;
+        let shared = Arc::clone(&self.shared);
+        let listener = listener.tap_io(move |_| shared.count_connection());
         axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown)
             .await
@@ -291,6 +307,16 @@ impl Simulator {
     /// their bodies were read. The most recent 10 000 are kept.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.requests()
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.shared.connections()
+    }
+
+    /// Answer everything with `Connection: close` (or stop doing so).
+    pub fn set_close_connections(&self, on: bool) {
+        self.shared.set_close_connections(on);
     }
 
     /// How many API requests were received (not capped).

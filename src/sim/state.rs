@@ -6,6 +6,7 @@
 //! across an `.await`.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -59,6 +60,10 @@ pub(crate) struct Shared {
     /// The site as configured.
     pub(crate) config: SimConfig,
     inner: Mutex<Inner>,
+    /// TCP connections accepted (counted as they are accepted, outside the lock).
+    connections: AtomicU64,
+    /// Answer every request with `Connection: close`.
+    close_connections: AtomicBool,
 }
 
 impl Shared {
@@ -66,7 +71,25 @@ impl Shared {
         Self {
             config,
             inner: Mutex::new(Inner::default()),
+            connections: AtomicU64::new(0),
+            close_connections: AtomicBool::new(false),
         }
+    }
+
+    pub(crate) fn count_connection(&self) {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_close_connections(&self, on: bool) {
+        self.close_connections.store(on, Ordering::Relaxed);
+    }
+
+    pub(crate) fn close_connections(&self) -> bool {
+        self.close_connections.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -237,6 +260,7 @@ impl Shared {
         inner.logins.clear();
         inner.requests.clear();
         inner.request_count = 0;
+        self.connections.store(0, Ordering::Relaxed);
     }
 
     pub(crate) fn reset_faults(&self) {
@@ -244,6 +268,7 @@ impl Shared {
         inner.login_faults = None;
         inner.session_errors = 0;
         inner.delay = Duration::ZERO;
+        self.set_close_connections(false);
     }
 }
 

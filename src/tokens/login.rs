@@ -53,7 +53,7 @@ pub async fn integration(client: &HttpClient, origin: &Origin, cfg: &Config) -> 
         kmauthtoken.to_string(),
         body.to_string(),
     )?;
-    let answer = match exchange(client, req, cfg.upstream.timeout, cfg.upstream.connect_timeout).await {
+    let answer = match exchange(client, origin, req, cfg.upstream.timeout, cfg.upstream.connect_timeout).await {
         Err(LoginError::StaleIntegration) => {
             return Err(LoginError::Transient(
                 "the API user login was answered with a session error".into(),
@@ -102,7 +102,7 @@ pub async fn user(
         form,
     )?;
     req.headers_mut().insert("kmauthtoken", kmauthtoken);
-    let answer = exchange(client, req, cfg.upstream.timeout, cfg.upstream.connect_timeout).await?;
+    let answer = exchange(client, origin, req, cfg.upstream.timeout, cfg.upstream.connect_timeout).await?;
     user_token(&answer).ok_or_else(|| LoginError::Transient("the user login answer has no userToken".into()))
 }
 
@@ -132,7 +132,7 @@ fn request(
     let pq =
         http::uri::PathAndQuery::try_from(path).map_err(|e| LoginError::Transient(format!("bad login path: {e}")))?;
     let uri = origin
-        .uri(&pq)
+        .target(&pq)
         .map_err(|e| LoginError::Transient(format!("bad login URL: {e}")))?;
     let mut req = Request::builder()
         .method(Method::POST)
@@ -152,12 +152,13 @@ fn request(
 /// Sends a login request and reads its answer (bounded), sorting failures.
 async fn exchange(
     client: &HttpClient,
+    origin: &Origin,
     req: Request<Full<Bytes>>,
     timeout: Duration,
     connect_timeout: Duration,
 ) -> Result<Bytes, LoginError> {
     let work = async {
-        let res = client.request(req).await.map_err(|e| {
+        let res = client.request(origin, req).await.map_err(|e| {
             if crate::proxy::is_timeout(&e) {
                 LoginError::Timeout(connect_timeout)
             } else {

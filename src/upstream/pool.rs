@@ -1,0 +1,269 @@
+//! Idle upstream connections, kept per origin for reuse, and the answer
+//! body that gives its connection back when it has been read to the end.
+//!
+//! Each origin has one [`Slot`]: a stack of idle HTTP/1.1 senders (the
+//! most recently used is taken first, as it is the least likely to have
+//! been closed by the server). A connection goes back only after its
+//! answer was read whole; an answer dropped half-read takes its connection
+//! with it, as there is no other way to abort an HTTP/1 exchange. Idle
+//! connections older than `idle_timeout` are never used and are closed by
+//! a reaper task.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+
+/// The sending half of one upstream connection.
+pub type Sender = SendRequest<Full<Bytes>>;
+
+/// The idle connections to one origin.
+pub struct Slot {
+    idle: Mutex<VecDeque<Idle>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+    reaper: AtomicBool,
+}
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+impl Slot {
+    pub fn new(max_idle: usize, idle_timeout: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            idle: Mutex::new(VecDeque::new()),
+            max_idle,
+            idle_timeout,
+            reaper: AtomicBool::new(false),
+        })
+    }
+
+    /// The most recently idled connection that is still open and fresh.
+    pub fn checkout(&self) -> Option<Sender> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        while let Some(c) = idle.pop_back() {
+            if !c.sender.is_closed() && now.saturating_duration_since(c.since) < self.idle_timeout {
+                return Some(c.sender);
+            }
+        }
+        None
+    }
+
+    /// Gives back a connection whose exchange is over.
+    fn put(self: &Arc<Self>, sender: Sender) {
+        if sender.is_closed() || self.max_idle == 0 {
+            return;
+        }
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            if idle.len() >= self.max_idle {
+                idle.pop_front();
+            }
+            idle.push_back(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+        if !self.reaper.swap(true, Ordering::Relaxed) {
+            self.start_reaper();
+        }
+    }
+
+    /// Closes connections idle for longer than `idle_timeout`, for as long
+    /// as the slot exists (that is, until a reload replaces the client).
+    fn start_reaper(self: &Arc<Self>) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let slot: Weak<Self> = Arc::downgrade(self);
+        let every = (self.idle_timeout / 2).max(Duration::from_secs(1));
+        rt.spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(slot) = slot.upgrade() else { return };
+                slot.reap();
+            }
+        });
+    }
+
+    fn reap(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        // Oldest first: stop at the first one still fresh.
+        while idle
+            .front()
+            .is_some_and(|c| c.sender.is_closed() || now.saturating_duration_since(c.since) >= self.idle_timeout)
+        {
+            idle.pop_front();
+        }
+    }
+
+    #[cfg(test)]
+    fn idle_len(&self) -> usize {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+}
+
+/// An upstream answer's body. Read to its end, it returns its connection
+/// to the origin's slot when dropped; dropped early, it closes it.
+pub struct PooledBody {
+    inner: Incoming,
+    conn: Option<(Sender, Arc<Slot>)>,
+    done: bool,
+}
+
+impl PooledBody {
+    pub(super) fn new(inner: Incoming, sender: Sender, slot: Arc<Slot>) -> Self {
+        let mut body = Self {
+            inner,
+            conn: Some((sender, slot)),
+            done: false,
+        };
+        // An answer without a body (204, 304, a zero length) may never be
+        // polled: its connection is free at once.
+        if body.inner.is_end_stream() {
+            body.release();
+        }
+        body
+    }
+
+    fn release(&mut self) {
+        self.done = true;
+        if let Some((sender, slot)) = self.conn.take() {
+            slot.put(sender);
+        }
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        if self.done || self.inner.is_end_stream() {
+            self.release();
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        match &frame {
+            None => this.release(),
+            Some(Ok(_)) if this.inner.is_end_stream() => this.release(),
+            Some(Err(_)) => this.conn = None, // a broken exchange: the connection goes
+            Some(Ok(_)) => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Request;
+    use hyper_util::rt::TokioIo;
+
+    /// A one-connection HTTP/1.1 server answering every request with `body`.
+    async fn server(body: &'static str) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let svc = hyper::service::service_fn(move |_req| async move {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(
+                        body.as_bytes(),
+                    ))))
+                });
+                tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc));
+            }
+        });
+        addr
+    }
+
+    async fn connect(addr: std::net::SocketAddr) -> Sender {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        sender
+    }
+
+    fn get() -> Request<Full<Bytes>> {
+        Request::builder()
+            .uri("/")
+            .header(http::header::HOST, "x")
+            .body(Full::default())
+            .expect("request")
+    }
+
+    #[tokio::test]
+    async fn a_connection_returns_only_after_its_answer_is_read() {
+        use http_body_util::BodyExt;
+        let addr = server("hello").await;
+        let slot = Slot::new(8, Duration::from_secs(60));
+        let mut sender = connect(addr).await;
+        let res = sender.try_send_request(get()).await.expect("answer");
+        let body = PooledBody::new(res.into_body(), sender, Arc::clone(&slot));
+        assert_eq!(slot.idle_len(), 0, "not before the answer is read");
+        let bytes = body.collect().await.expect("body").to_bytes();
+        assert_eq!(&bytes[..], b"hello");
+        assert_eq!(slot.idle_len(), 1);
+        let mut again = slot.checkout().expect("reused");
+        again.ready().await.expect("ready");
+        let res = again
+            .try_send_request(get())
+            .await
+            .expect("second answer on the same connection");
+        // Dropped unread: the connection is not given back.
+        drop(PooledBody::new(res.into_body(), again, Arc::clone(&slot)));
+        assert_eq!(slot.idle_len(), 0);
+    }
+
+    #[tokio::test]
+    async fn stale_connections_are_not_handed_out() {
+        let addr = server("x").await;
+        let slot = Slot::new(8, Duration::from_millis(50));
+        slot.put(connect(addr).await);
+        assert_eq!(slot.idle_len(), 1);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert!(slot.checkout().is_none(), "idle past idle_timeout");
+        slot.put(connect(addr).await);
+        slot.put(connect(addr).await);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        slot.reap();
+        assert_eq!(slot.idle_len(), 0, "reaped");
+    }
+
+    #[tokio::test]
+    async fn the_idle_stack_is_capped() {
+        let addr = server("x").await;
+        let slot = Slot::new(2, Duration::from_secs(60));
+        for _ in 0..3 {
+            slot.put(connect(addr).await);
+        }
+        assert_eq!(slot.idle_len(), 2);
+    }
+}
