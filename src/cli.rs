@@ -75,14 +75,36 @@ pub fn main() -> ExitCode {
     if let Some(Command::HashKey) = cli.command {
         return hash_key();
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let workers = worker_threads();
+    let runtime = match workers {
+        1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
         Ok(r) => r,
         Err(e) => {
             eprintln!("kmproxy: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
+    tracing::debug!(worker_threads = workers, "runtime started");
     runtime.block_on(run(cli))
+}
+
+/// Threads to run calls on: `TOKIO_WORKER_THREADS` if set, else the CPUs
+/// this process may use (its affinity and cgroup quota). With one, kmproxy
+/// runs tokio's current-thread scheduler, which spares the work-stealing
+/// machinery (atomics, a second queue) that one thread cannot use.
+fn worker_threads() -> usize {
+    std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1)
 }
 
 fn init_logging(format: LogFormat) {

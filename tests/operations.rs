@@ -62,6 +62,10 @@ principal = "agent"
 
 impl Proc {
     async fn start(sim: &SimHandle, args: &[&str]) -> Proc {
+        Self::start_env(sim, args, &[]).await
+    }
+
+    async fn start_env(sim: &SimHandle, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let dir = tempfile::tempdir().unwrap();
         let pw = dir.path().join("agent.pw");
         std::fs::write(&pw, "Password1\n").unwrap();
@@ -73,6 +77,7 @@ impl Proc {
             .args(args)
             .env("KMPROXY_TEST_API_PW", "apipass1")
             .env("RUST_LOG", "trace")
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -289,8 +294,16 @@ async fn json_logs_carry_the_request_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_call_in_flight_finish_then_exits_0() {
+    // Both runtimes: one thread (a one-CPU sidecar) and several.
+    for workers in ["1", "2"] {
+        sigterm_drains(workers).await;
+    }
+}
+
+async fn sigterm_drains(workers: &str) {
     let sim = Simulator::spawn(SimConfig::default()).await.unwrap();
-    let mut p = Proc::start(&sim, &["serve"]).await;
+    let mut p = Proc::start_env(&sim, &["serve"], &[("TOKIO_WORKER_THREADS", workers)]).await;
+    assert!(p.log().contains(&format!("worker_threads={workers}")), "{}", p.log());
     let (s, _, _) = call(p.proxy, Method::GET, "/km/api/latest/content", &[]).await;
     assert_eq!(s, StatusCode::OK);
     let addr = p.proxy;

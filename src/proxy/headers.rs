@@ -4,53 +4,68 @@
 
 use http::header::{self, HeaderMap, HeaderName};
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) plus ones a buffering proxy must
-/// recompute itself.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::UPGRADE,
-];
-
-/// Headers the `Connection` header names (hop-by-hop by declaration);
-/// empty, without allocating, when there is none.
-fn named_by_connection(h: &HeaderMap) -> Vec<HeaderName> {
-    h.get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        // The usual values name no header beyond the hop-by-hop ones,
-        // which go anyway: skip parsing them into names.
-        .filter(|n| !n.eq_ignore_ascii_case("keep-alive") && !n.eq_ignore_ascii_case("close"))
-        .filter_map(|n| HeaderName::try_from(n).ok())
-        .collect()
+/// The hop-by-hop header `name` is (RFC 9110 §7.6.1, plus
+/// `Transfer-Encoding`, which a proxy recomputes), if it is one: a match on
+/// the name's text, so a header that is not one costs a length check.
+fn hop_by_hop(name: &HeaderName) -> Option<HeaderName> {
+    Some(match name.as_str() {
+        "connection" => header::CONNECTION,
+        "keep-alive" => HeaderName::from_static("keep-alive"),
+        "proxy-connection" => HeaderName::from_static("proxy-connection"),
+        "proxy-authenticate" => header::PROXY_AUTHENTICATE,
+        "proxy-authorization" => header::PROXY_AUTHORIZATION,
+        "te" => header::TE,
+        "trailer" => header::TRAILER,
+        "transfer-encoding" => header::TRANSFER_ENCODING,
+        "upgrade" => header::UPGRADE,
+        _ => return None,
+    })
 }
 
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name) || name == header::TRANSFER_ENCODING
+/// Headers the `Connection` header names (hop-by-hop by declaration);
+/// empty, without allocating, when it names none beyond the usual
+/// `keep-alive` and `close` (which go anyway).
+fn named_by_connection(h: &HeaderMap) -> Vec<HeaderName> {
+    let tokens = || {
+        h.get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|n| !n.is_empty() && !n.eq_ignore_ascii_case("keep-alive") && !n.eq_ignore_ascii_case("close"))
+    };
+    if tokens().next().is_none() {
+        return Vec::new();
+    }
+    tokens().filter_map(|n| HeaderName::try_from(n).ok()).collect()
 }
 
 /// Removes hop-by-hop headers, including those the `Connection` header
-/// names. Most answers carry none, or just `Connection`, so it finds the
-/// ones present in one look over the names and removes only those.
+/// names. Most answers carry none, or just `Connection: keep-alive`, so it
+/// finds the ones present in one look over the names, without
+/// allocating, and removes only those.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let present: Vec<HeaderName> = h.keys().filter(|k| is_hop_by_hop(k)).cloned().collect();
-    if present.is_empty() {
-        return;
-    }
-    if present.contains(&header::CONNECTION) {
-        for n in named_by_connection(h) {
-            h.remove(n);
+    const NONE: Option<HeaderName> = None;
+    let mut present = [NONE; 9];
+    let mut n = 0;
+    for k in h.keys() {
+        if let Some(known) = hop_by_hop(k) {
+            if n < present.len() && !present[..n].contains(&Some(known.clone())) {
+                present[n] = Some(known);
+                n += 1;
+            }
         }
     }
-    for n in present {
-        h.remove(n);
+    if n == 0 {
+        return;
+    }
+    if present[..n].contains(&Some(header::CONNECTION)) {
+        for named in named_by_connection(h) {
+            h.remove(named);
+        }
+    }
+    for name in present.into_iter().flatten() {
+        h.remove(name);
     }
 }
 
@@ -63,7 +78,7 @@ pub fn for_upstream(src: &HeaderMap, caller_key_header: &HeaderName, keep_author
     let named = named_by_connection(src);
     let mut out = HeaderMap::with_capacity(src.keys_len() + 1);
     for (name, value) in src {
-        let drop = is_hop_by_hop(name)
+        let drop = hop_by_hop(name).is_some()
             || name == header::HOST
             || name == header::CONTENT_LENGTH
             || name == header::EXPECT
@@ -110,6 +125,29 @@ mod tests {
         let h = for_upstream(&h, &HeaderName::from_static("x-kmproxy-key"), false);
         let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, vec!["accept", "x-request-id"]);
+    }
+
+    #[test]
+    fn answers_lose_their_hop_by_hop_headers_only() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, x-hop"),
+            ("connection", "close"),
+            ("x-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("content-type", "application/json"),
+            ("x-kept", "2"),
+        ] {
+            h.append(k, v.parse().expect("value"));
+        }
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["content-type", "x-kept"]);
+        let mut plain = HeaderMap::new();
+        plain.insert(header::CONTENT_LENGTH, "3".parse().expect("value"));
+        strip_hop_by_hop(&mut plain);
+        assert_eq!(plain.len(), 1);
     }
 
     #[test]

@@ -50,9 +50,14 @@ pub fn classify(path: &str) -> Result<Api, ProxyError> {
             seg
         };
         // Java servers drop `;params` from a segment: judge what they see.
-        let name = seg.split(';').next().unwrap_or("");
-        if (index == 3 || index == 4) && name.eq_ignore_ascii_case("auth") {
-            return Err(ProxyError::AuthPath);
+        if index == 3 || index == 4 {
+            let name = match seg.as_bytes().iter().position(|&c| c == b';') {
+                Some(i) => &seg[..i],
+                None => &seg,
+            };
+            if name.eq_ignore_ascii_case("auth") {
+                return Err(ProxyError::AuthPath);
+            }
         }
         start = end + 1;
         index += 1;
