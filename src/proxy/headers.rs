@@ -2,7 +2,7 @@
 //! proxy; kmproxy's own headers, the caller key and (unless the principal
 //! is `bearer`) `Authorization` never reach the upstream.
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// The hop-by-hop header `name` is (RFC 9110 §7.6.1, plus
 /// `Transfer-Encoding`, which a proxy recomputes), if it is one: a match on
@@ -73,10 +73,16 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
 /// (which stay as they are, for a replay): without hop-by-hop headers,
 /// `Host` and the framing headers (the body is re-sent with its exact
 /// length), the caller's `kmauthtoken`, the caller key, `x-kmproxy-*`, and
-/// `Authorization` unless `keep_authorization`.
-pub fn for_upstream(src: &HeaderMap, caller_key_header: &HeaderName, keep_authorization: bool) -> HeaderMap {
+/// `Authorization` unless `keep_authorization`; with the call's
+/// `x-request-id` (the caller's, if it sent a sane one).
+pub fn for_upstream(
+    src: &HeaderMap,
+    caller_key_header: &HeaderName,
+    keep_authorization: bool,
+    request_id: &HeaderValue,
+) -> HeaderMap {
     let named = named_by_connection(src);
-    let mut out = HeaderMap::with_capacity(src.keys_len() + 1);
+    let mut out = HeaderMap::with_capacity(src.keys_len() + 2);
     for (name, value) in src {
         let drop = hop_by_hop(name).is_some()
             || name == header::HOST
@@ -86,11 +92,13 @@ pub fn for_upstream(src: &HeaderMap, caller_key_header: &HeaderName, keep_author
             || name == caller_key_header
             || name.as_str() == "kmauthtoken"
             || name.as_str().starts_with("x-kmproxy-")
+            || name == super::REQUEST_ID
             || named.contains(name);
         if !drop {
             out.append(name.clone(), value.clone());
         }
     }
+    out.insert(super::REQUEST_ID, request_id.clone());
     out
 }
 
@@ -122,9 +130,15 @@ mod tests {
         ] {
             h.append(k, v.parse().expect("value"));
         }
-        let h = for_upstream(&h, &HeaderName::from_static("x-kmproxy-key"), false);
+        let h = for_upstream(
+            &h,
+            &HeaderName::from_static("x-kmproxy-key"),
+            false,
+            &HeaderValue::from_static("r2"),
+        );
         let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, vec!["accept", "x-request-id"]);
+        assert_eq!(h["x-request-id"], "r2");
     }
 
     #[test]

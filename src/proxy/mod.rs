@@ -126,16 +126,15 @@ struct CallInfo {
 
 /// Answers one data-plane request (every path: forwarding and kmproxy's
 /// own errors alike).
-pub async fn handle(app: Arc<App>, mut req: Request<Incoming>) -> Response {
+pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response {
     // What the access line needs is taken only when it is written.
     let access = tracing::enabled!(target: "kmproxy::access", tracing::Level::INFO)
         .then(|| (Instant::now(), req.method().clone(), req.uri().clone()));
     let live = app.live();
     let id = request_id(req.headers());
-    req.headers_mut().insert(REQUEST_ID, id.clone());
     let span = tracing::info_span!("request", id = %String::from_utf8_lossy(id.as_bytes()));
     let mut info = CallInfo::default();
-    let mut res = match forward(&live, &app.metrics, req, &mut info)
+    let mut res = match forward(&live, &app.metrics, req, &id, &mut info)
         .instrument(span.clone())
         .await
     {
@@ -208,6 +207,7 @@ async fn forward(
     live: &Live,
     metrics: &Metrics,
     req: Request<Incoming>,
+    request_id: &HeaderValue,
     info: &mut CallInfo,
 ) -> Result<Response, ProxyError> {
     let _permit = live
@@ -247,7 +247,8 @@ async fn forward(
         let mut req = http::Request::new(Full::new(body.clone()));
         *req.method_mut() = parts.method.clone();
         *req.uri_mut() = target.clone();
-        *req.headers_mut() = headers::for_upstream(&parts.headers, &config.server.caller_key_header, bearer);
+        *req.headers_mut() =
+            headers::for_upstream(&parts.headers, &config.server.caller_key_header, bearer, request_id);
         req.headers_mut().insert(
             KMAUTHTOKEN,
             creds.kmauthtoken(caller_fields.as_ref(), live.tokens.defaults()),

@@ -7,14 +7,17 @@
 //! answer was read whole; an answer dropped half-read takes its connection
 //! with it, as there is no other way to abort an HTTP/1 exchange. Idle
 //! connections older than `idle_timeout` are never used and are closed by
-//! a reaper task.
+//! a reaper task. Age is counted in the reaper's ticks (every half
+//! `idle_timeout`), so neither taking nor giving back a connection reads
+//! the clock: a connection is dropped once two ticks have passed since it
+//! went idle, that is after between half and all of `idle_timeout`.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -31,11 +34,17 @@ pub struct Slot {
     max_idle: usize,
     idle_timeout: Duration,
     reaper: AtomicBool,
+    /// Reaper ticks so far.
+    tick: AtomicU64,
 }
+
+/// Ticks after which an idle connection is too old to use.
+const MAX_AGE: u64 = 2;
 
 struct Idle {
     sender: Sender,
-    since: Instant,
+    /// The tick it went idle in.
+    since: u64,
 }
 
 impl Slot {
@@ -45,15 +54,20 @@ impl Slot {
             max_idle,
             idle_timeout,
             reaper: AtomicBool::new(false),
+            tick: AtomicU64::new(0),
         })
+    }
+
+    fn fresh(&self, c: &Idle, now: u64) -> bool {
+        !c.sender.is_closed() && now.wrapping_sub(c.since) < MAX_AGE
     }
 
     /// The most recently idled connection that is still open and fresh.
     pub fn checkout(&self) -> Option<Sender> {
+        let now = self.tick.load(Ordering::Relaxed);
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
         while let Some(c) = idle.pop_back() {
-            if !c.sender.is_closed() && now.saturating_duration_since(c.since) < self.idle_timeout {
+            if self.fresh(&c, now) {
                 return Some(c.sender);
             }
         }
@@ -72,7 +86,7 @@ impl Slot {
             }
             idle.push_back(Idle {
                 sender,
-                since: Instant::now(),
+                since: self.tick.load(Ordering::Relaxed),
             });
         }
         if !self.reaper.swap(true, Ordering::Relaxed) {
@@ -87,26 +101,21 @@ impl Slot {
             return;
         };
         let slot: Weak<Self> = Arc::downgrade(self);
-        let every = (self.idle_timeout / 2).max(Duration::from_secs(1));
+        let every = self.idle_timeout / MAX_AGE as u32;
         rt.spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
                 let Some(slot) = slot.upgrade() else { return };
+                slot.tick.fetch_add(1, Ordering::Relaxed);
                 slot.reap();
             }
         });
     }
 
     fn reap(&self) {
+        let now = self.tick.load(Ordering::Relaxed);
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        // Oldest first: stop at the first one still fresh.
-        while idle
-            .front()
-            .is_some_and(|c| c.sender.is_closed() || now.saturating_duration_since(c.since) >= self.idle_timeout)
-        {
-            idle.pop_front();
-        }
+        idle.retain(|c| self.fresh(c, now));
     }
 
     #[cfg(test)]
@@ -245,15 +254,26 @@ mod tests {
     #[tokio::test]
     async fn stale_connections_are_not_handed_out() {
         let addr = server("x").await;
-        let slot = Slot::new(8, Duration::from_millis(50));
+        let slot = Slot::new(8, Duration::from_secs(3600)); // ticks by hand here
         slot.put(connect(addr).await);
-        assert_eq!(slot.idle_len(), 1);
-        tokio::time::sleep(Duration::from_millis(80)).await;
+        slot.tick.fetch_add(1, Ordering::Relaxed);
+        let c = slot.checkout().expect("one tick old: still fresh");
+        slot.put(c);
+        slot.tick.fetch_add(2, Ordering::Relaxed);
         assert!(slot.checkout().is_none(), "idle past idle_timeout");
+    }
+
+    #[tokio::test]
+    async fn the_reaper_closes_idle_connections() {
+        let addr = server("x").await;
+        let slot = Slot::new(8, Duration::from_millis(40));
         slot.put(connect(addr).await);
         slot.put(connect(addr).await);
-        tokio::time::sleep(Duration::from_millis(80)).await;
-        slot.reap();
+        let mut waited = Duration::ZERO;
+        while slot.idle_len() > 0 && waited < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            waited += Duration::from_millis(20);
+        }
         assert_eq!(slot.idle_len(), 0, "reaped");
     }
 
