@@ -35,6 +35,7 @@ use crate::session_error;
 use crate::tokens::TokenStore;
 use crate::upstream::{HttpClient, Origin};
 use body::{IdleTimeout, Peeked};
+use prometheus_client::metrics::counter::Counter;
 use route::Api;
 
 /// The `kmauthtoken` header name.
@@ -61,17 +62,35 @@ pub struct Live {
     search: Origin,
     /// Metric label per caller.
     caller_labels: Box<[Arc<String>]>,
+    /// `kmproxy_requests_total{status="200"}` per caller, then for calls
+    /// without a key: the usual answer is counted without a label lookup.
+    ok_counters: Box<[Counter]>,
     /// One permit per call being handled (`server.max_in_flight`).
     in_flight: tokio::sync::Semaphore,
 }
 
 impl Live {
-    fn build(config: Arc<Config>, tokens: TokenStore, client: HttpClient) -> Result<Self, String> {
+    fn build(config: Arc<Config>, tokens: TokenStore, client: HttpClient, metrics: &Metrics) -> Result<Self, String> {
+        let caller_labels: Box<[Arc<String>]> = config.callers.iter().map(|c| Arc::new(c.name.clone())).collect();
+        let ok_counters = caller_labels
+            .iter()
+            .chain(std::iter::once(&metrics.no_caller))
+            .map(|caller| {
+                metrics
+                    .requests
+                    .get_or_create(&RequestLabels {
+                        caller: Arc::clone(caller),
+                        status: 200,
+                    })
+                    .clone()
+            })
+            .collect();
         Ok(Self {
+            ok_counters,
             content: client.origin(&config.upstream.base_url)?,
             search: client.origin(&config.upstream.search_base_url)?,
             in_flight: tokio::sync::Semaphore::new(config.server.max_in_flight),
-            caller_labels: config.callers.iter().map(|c| Arc::new(c.name.clone())).collect(),
+            caller_labels,
             tokens,
             client,
             config,
@@ -86,7 +105,7 @@ impl App {
         let client = crate::upstream::client(&config.upstream).map_err(|e| e.to_string())?;
         let tokens = TokenStore::new(Arc::clone(&config), client.clone(), Arc::clone(&metrics))?;
         Ok(Arc::new(Self {
-            live: ArcSwap::from_pointee(Live::build(config, tokens, client)?),
+            live: ArcSwap::from_pointee(Live::build(config, tokens, client, &metrics)?),
             metrics,
         }))
     }
@@ -110,15 +129,28 @@ impl App {
             &old.tokens,
         )
         .await?;
-        self.live.store(Arc::new(Live::build(config, tokens, client)?));
+        self.live
+            .store(Arc::new(Live::build(config, tokens, client, &self.metrics)?));
         Ok(restarted)
     }
+}
+
+/// Who called, as far as kmproxy could tell.
+#[derive(Clone, Copy, Default)]
+enum Caller {
+    /// No caller key.
+    #[default]
+    None,
+    /// A key that matched no caller.
+    Unknown,
+    /// `config.callers[i]`.
+    Known(usize),
 }
 
 /// What the access line and metrics say about a call.
 #[derive(Default)]
 struct CallInfo {
-    caller: Option<Arc<String>>,
+    caller: Caller,
     principal: Option<usize>,
     upstream: Option<Duration>,
     replayed: bool,
@@ -153,13 +185,17 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response {
     };
     res.headers_mut().insert(REQUEST_ID, id);
     let status = res.status().as_u16();
-    let caller = info.caller.unwrap_or_else(|| Arc::clone(&app.metrics.no_caller));
+    let label = || match info.caller {
+        Caller::None => &app.metrics.no_caller,
+        Caller::Unknown => &app.metrics.unknown_caller,
+        Caller::Known(i) => &live.caller_labels[i],
+    };
     if let Some((started, method, uri)) = access {
         let principal = info.principal.map_or("-", |p| live.config.principals[p].name.as_str());
         span.in_scope(|| {
             tracing::info!(
                 target: "kmproxy::access",
-                caller = %caller,
+                caller = %label(),
                 principal,
                 method = %method,
                 path = uri.path(),
@@ -171,10 +207,18 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response {
             )
         });
     }
-    app.metrics
-        .requests
-        .get_or_create(&RequestLabels { caller, status })
-        .inc();
+    match (status, info.caller) {
+        (200, Caller::Known(i)) => live.ok_counters[i].inc(),
+        (200, Caller::None) => live.ok_counters[live.caller_labels.len()].inc(),
+        _ => app
+            .metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                caller: Arc::clone(label()),
+                status,
+            })
+            .inc(),
+    };
     res
 }
 
@@ -219,10 +263,10 @@ async fn forward(
     let config = &live.config;
     let id = callers::identify(config, &parts.headers).inspect_err(|e| {
         if matches!(e, ProxyError::UnknownCaller) {
-            info.caller = Some(Arc::clone(&metrics.unknown_caller));
+            info.caller = Caller::Unknown;
         }
     })?;
-    info.caller = id.caller.map(|c| Arc::clone(&live.caller_labels[c]));
+    info.caller = id.caller.map_or(Caller::None, Caller::Known);
     info.principal = Some(id.principal);
     let bearer = matches!(config.principals[id.principal].kind, PrincipalKind::Bearer);
     if bearer && !headers::has_bearer(&parts.headers) {
