@@ -57,8 +57,11 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// Open client connections at most (accepting pauses at the cap).
     pub max_connections: usize,
-    /// Calls being handled at once at most; past it, 503.
+    /// Calls being handled at once at most; past it, calls wait.
     pub max_in_flight: usize,
+    /// How long a call past `max_in_flight` waits for a slot before it
+    /// gets 503; zero refuses at once.
+    pub queue_timeout: Duration,
 }
 
 /// `[upstream]`: where Knowledge Advanced lives and how to talk to it.
@@ -252,6 +255,7 @@ struct RawServer {
     header_read_timeout: Option<String>,
     max_connections: Option<usize>,
     max_in_flight: Option<usize>,
+    queue_timeout: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -439,6 +443,7 @@ fn build(raw: RawFile, p: &mut Problems, path: &Path) -> Config {
         ),
         max_connections: positive(p, "server.max_connections", server.max_connections, 1024),
         max_in_flight: positive(p, "server.max_in_flight", server.max_in_flight, 512),
+        queue_timeout: duration(p, "server.queue_timeout", server.queue_timeout.as_deref(), "5s"),
     };
     if server.header_read_timeout.is_zero() {
         p.add("server.header_read_timeout", "must be greater than zero");
@@ -808,6 +813,12 @@ mod tests {
         let text = GOOD.replace("site_name = \"ORACLE_KNOWLEDGE\"", "site_name = 5");
         let e = Config::parse(&text, Path::new("k.toml")).expect_err("invalid");
         assert_eq!(e.problems[0].0, "upstream.site_name", "{e}");
+        let text = format!("[server]\nqueue_timeout = \"soon\"\n{GOOD}");
+        let e = Config::parse(&text, Path::new("k.toml")).expect_err("invalid");
+        assert_eq!(e.problems[0].0, "server.queue_timeout", "{e}");
+        let text = format!("[server]\nqueue_timeout = \"250ms\"\n{GOOD}");
+        let c = Config::parse(&text, Path::new("k.toml")).expect("valid");
+        assert_eq!(c.server.queue_timeout, std::time::Duration::from_millis(250));
     }
 
     #[test]

@@ -157,12 +157,10 @@ async fn slow_client_head_is_cut_off_and_idle_connections_closed() {
     env.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calls_past_max_in_flight_get_503() {
-    let env = Env::builder().config(|c| c.server.max_in_flight = 2).start().await;
-    still_serving(&env).await;
-    env.simulator().set_delay(Duration::from_millis(600));
-    let calls: Vec<_> = (0..6)
+/// `n` calls to the content API at once, each on its own connection: their
+/// statuses and `Retry-After` headers.
+fn fire(env: &Env, n: usize) -> Vec<tokio::task::JoinHandle<(StatusCode, Option<http::HeaderValue>)>> {
+    (0..n)
         .map(|_| {
             let url = env.url("/km/api/latest/content");
             tokio::spawn(async move {
@@ -172,7 +170,21 @@ async fn calls_past_max_in_flight_get_503() {
                 (res.status(), res.headers().get("retry-after").cloned())
             })
         })
-        .collect();
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_past_max_in_flight_get_503() {
+    let env = Env::builder()
+        .config(|c| {
+            c.server.max_in_flight = 2;
+            c.server.queue_timeout = Duration::ZERO;
+        })
+        .start()
+        .await;
+    still_serving(&env).await;
+    env.simulator().set_delay(Duration::from_millis(600));
+    let calls = fire(&env, 6);
     let mut ok = 0;
     let mut busy = 0;
     for c in calls {
@@ -189,6 +201,53 @@ async fn calls_past_max_in_flight_get_503() {
     assert_eq!(env.simulator().request_count(), 3, "refused calls never went upstream");
     env.simulator().set_delay(Duration::ZERO);
     still_serving(&env).await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_past_max_in_flight_wait_for_a_slot_up_to_queue_timeout() {
+    let env = Env::builder()
+        .config(|c| {
+            c.server.max_in_flight = 2;
+            c.server.queue_timeout = Duration::from_secs(10);
+        })
+        .start()
+        .await;
+    still_serving(&env).await;
+    env.simulator().set_delay(Duration::from_millis(300));
+    let t = Instant::now();
+    let calls = fire(&env, 6);
+    for c in calls {
+        assert_eq!(c.await.unwrap().0, StatusCode::OK);
+    }
+    // Two at a time: three waves of 300 ms.
+    assert!(t.elapsed() >= Duration::from_millis(850), "{:?}", t.elapsed());
+    assert_eq!(env.simulator().request_count(), 7);
+    env.stop().await;
+
+    // A slot that does not free up in time: 503.
+    let env = Env::builder()
+        .config(|c| {
+            c.server.max_in_flight = 1;
+            c.server.queue_timeout = Duration::from_millis(200);
+        })
+        .start()
+        .await;
+    still_serving(&env).await;
+    env.simulator().set_delay(Duration::from_millis(1500));
+    let t = Instant::now();
+    let mut answers = Vec::new();
+    for c in fire(&env, 2) {
+        answers.push(c.await.unwrap().0);
+    }
+    answers.sort();
+    assert_eq!(answers, vec![StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE]);
+    assert!(t.elapsed() >= Duration::from_millis(1400));
+    assert_eq!(
+        env.simulator().request_count(),
+        2,
+        "the refused call never went upstream"
+    );
     env.stop().await;
 }
 

@@ -254,10 +254,11 @@ async fn forward(
     request_id: &HeaderValue,
     info: &mut CallInfo,
 ) -> Result<Response, ProxyError> {
-    let _permit = live
-        .in_flight
-        .try_acquire()
-        .map_err(|_| ProxyError::Overloaded(live.config.server.max_in_flight))?;
+    let _permit = match live.in_flight.try_acquire() {
+        Ok(permit) => permit,
+        // Boxed: waiting is the exception, and this future stays small.
+        Err(_) => Box::pin(wait_for_slot(live)).await?,
+    };
     let (parts, body) = req.into_parts();
     let api = route::classify(parts.uri.path())?;
     let config = &live.config;
@@ -337,6 +338,15 @@ async fn forward(
         }
         headers::strip_hop_by_hop(res.headers_mut());
         return Ok(res);
+    }
+}
+
+/// Waits up to `server.queue_timeout` for one of the `max_in_flight` slots.
+async fn wait_for_slot(live: &Live) -> Result<tokio::sync::SemaphorePermit<'_>, ProxyError> {
+    let server = &live.config.server;
+    match tokio::time::timeout(server.queue_timeout, live.in_flight.acquire()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err(ProxyError::Overloaded(server.max_in_flight)),
     }
 }
 
