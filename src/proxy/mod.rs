@@ -166,10 +166,10 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response {
     let id = request_id(req.headers());
     let span = tracing::info_span!("request", id = %String::from_utf8_lossy(id.as_bytes()));
     let mut info = CallInfo::default();
-    let mut res = match forward(&live, &app.metrics, req, &id, &mut info)
-        .instrument(span.clone())
-        .await
-    {
+    // Boxed: the call's future is then a few hundred bytes, cheap for
+    // hyper to move and store, where inline it would be several KiB.
+    let forwarding = Box::pin(forward(&live, &app.metrics, req, &id, &mut info).instrument(span.clone()));
+    let mut res = match forwarding.await {
         Ok(res) => res,
         Err(e) => {
             // The caller's mistakes are not the operator's problem.

@@ -250,6 +250,15 @@ impl TokenStore {
                 return Ok(Arc::clone(c));
             }
         }
+        // Boxed: the slow path holds the login futures, which are large;
+        // inline, every call's future would carry (and move) them.
+        Box::pin(self.credentials_slow(p)).await
+    }
+
+    /// Gets both tokens (logging in as needed) and prepares credentials.
+    async fn credentials_slow(&self, p: PrincipalId) -> Result<Arc<Credentials>, TokenError> {
+        let inner = &self.inner;
+        let slot = &inner.prepared[p];
         // The user token first: its login may find the integration token
         // stale and replace it, and the value read next is then the new one.
         let user = match inner.config.principals[p].kind {
