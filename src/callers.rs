@@ -15,6 +15,7 @@ use crate::error::ProxyError;
 
 /// The header naming a principal to act as for one call.
 pub const ACT_AS_HEADER: &str = "x-kmproxy-act-as";
+const ACT_AS: http::HeaderName = http::HeaderName::from_static(ACT_AS_HEADER);
 
 /// The outcome of identifying a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +41,7 @@ pub fn identify(config: &Config, headers: &HeaderMap) -> Result<Identity, ProxyE
         Some(c) => config.callers[c].principal,
         None => config.server.default_principal.ok_or(ProxyError::NoCallerKey)?,
     };
-    let Some(wanted) = headers.get(ACT_AS_HEADER) else {
+    let Some(wanted) = headers.get(ACT_AS) else {
         return Ok(Identity {
             caller,
             principal: base,

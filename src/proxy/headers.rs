@@ -26,6 +26,13 @@ fn hop_by_hop(name: &HeaderName) -> Option<HeaderName> {
 /// empty, without allocating, when it names none beyond the usual
 /// `keep-alive` and `close` (which go anyway).
 fn named_by_connection(h: &HeaderMap) -> Vec<HeaderName> {
+    let usual = |v: &HeaderValue| {
+        let v = v.as_bytes();
+        v.eq_ignore_ascii_case(b"keep-alive") || v.eq_ignore_ascii_case(b"close")
+    };
+    if h.get_all(header::CONNECTION).iter().all(usual) {
+        return Vec::new();
+    }
     let tokens = || {
         h.get_all(header::CONNECTION)
             .iter()
