@@ -29,38 +29,37 @@ pub fn classify(path: &str) -> Result<Api, ProxyError> {
     // Segments: "", "km", "api", version, ... One pass over the bytes; a
     // segment with none of `%` `\\` `.` `;` in it needs no decoding.
     let bytes = path.as_bytes();
-    let (mut start, mut index) = (1, 1);
+    let (mut start, mut index, mut special) = (1, 1, false);
     for end in 1..=bytes.len() {
-        if end < bytes.len() && bytes[end] != b'/' {
-            continue;
+        match bytes.get(end) {
+            Some(b'/') | None => {}
+            Some(b'%' | b'\\' | b'.' | b';') => {
+                special = true;
+                continue;
+            }
+            Some(_) => continue,
         }
         let raw = &path[start..end];
-        let last = end == bytes.len();
-        if raw.is_empty() && !last {
+        if raw.is_empty() && end < bytes.len() {
             return Err(ProxyError::BadPath);
         }
-        let plain = !raw.bytes().any(|c| matches!(c, b'%' | b'\\' | b'.' | b';'));
-        let seg = if plain {
-            Cow::Borrowed(raw)
-        } else {
+        let auth = if special {
             let seg = decode(raw).ok_or(ProxyError::BadPath)?;
             if seg == "." || seg == ".." {
                 return Err(ProxyError::BadPath);
             }
-            seg
+            // Java servers drop `;params` from a segment: judge what they see.
+            let name = seg.split(';').next().unwrap_or("");
+            name.eq_ignore_ascii_case("auth")
+        } else {
+            raw.eq_ignore_ascii_case("auth")
         };
-        // Java servers drop `;params` from a segment: judge what they see.
-        if index == 3 || index == 4 {
-            let name = match seg.as_bytes().iter().position(|&c| c == b';') {
-                Some(i) => &seg[..i],
-                None => &seg,
-            };
-            if name.eq_ignore_ascii_case("auth") {
-                return Err(ProxyError::AuthPath);
-            }
+        if auth && (index == 3 || index == 4) {
+            return Err(ProxyError::AuthPath);
         }
         start = end + 1;
         index += 1;
+        special = false;
     }
     Ok(api)
 }
