@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{Env, HELPDESK_KEY};
+use common::{eventually, Env, HELPDESK_KEY};
 use http::StatusCode;
 use kmproxy::config::PrincipalKind;
 use kmproxy::secret::Secret;
@@ -236,8 +236,16 @@ async fn calls_past_max_in_flight_wait_for_a_slot_up_to_queue_timeout() {
     still_serving(&env).await;
     env.simulator().set_delay(Duration::from_millis(1500));
     let t = Instant::now();
+    let calls = fire(&env, 2);
+    // Calls that will be refused anyway never queue for a slot.
+    assert!(eventually(Duration::from_secs(2), || env.simulator().request_count() == 2).await);
+    let refused = Instant::now();
+    assert_eq!(env.get("/elsewhere", &[]).await.status, StatusCode::NOT_FOUND);
+    let wrong_key = env.get("/km/api/latest/content", &[("x-kmproxy-key", "nope")]).await;
+    assert_eq!(wrong_key.status, StatusCode::UNAUTHORIZED);
+    assert!(refused.elapsed() < Duration::from_secs(1), "{:?}", refused.elapsed());
     let mut answers = Vec::new();
-    for c in fire(&env, 2) {
+    for c in calls {
         answers.push(c.await.unwrap().0);
     }
     answers.sort();

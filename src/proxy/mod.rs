@@ -254,11 +254,6 @@ async fn forward(
     request_id: &HeaderValue,
     info: &mut CallInfo,
 ) -> Result<Response, ProxyError> {
-    let _permit = match live.in_flight.try_acquire() {
-        Ok(permit) => permit,
-        // Boxed: waiting is the exception, and this future stays small.
-        Err(_) => Box::pin(wait_for_slot(live)).await?,
-    };
     let (parts, body) = req.into_parts();
     let api = route::classify(parts.uri.path())?;
     let config = &live.config;
@@ -278,6 +273,13 @@ async fn forward(
         .get(&KMAUTHTOKEN)
         .map(|v| CallerFields::parse(v.as_bytes()))
         .transpose()?;
+    // A slot is taken once the call is known to be forwarded (refusals
+    // above never wait) and before its body is read.
+    let _permit = match live.in_flight.try_acquire() {
+        Ok(permit) => permit,
+        // Boxed: waiting is the exception, and this future stays small.
+        Err(_) => Box::pin(wait_for_slot(live)).await?,
+    };
     let body = body::read_request(&parts.headers, body, config.server.max_body).await?;
 
     let origin = match api {

@@ -74,11 +74,35 @@ impl Slot {
         None
     }
 
-    /// Gives back a connection whose exchange is over.
-    fn put(self: &Arc<Self>, sender: Sender) {
+    /// Gives back a connection whose answer has been read. It joins the
+    /// idle stack only once it can take a request: an upstream may answer
+    /// before it has read the whole request body, and until hyper has
+    /// written it the connection is busy. Such a connection is watched by
+    /// a task until it is ready (or dropped after `idle_timeout`), so a
+    /// busy one is never handed out.
+    fn put(self: &Arc<Self>, mut sender: Sender) {
         if sender.is_closed() || self.max_idle == 0 {
             return;
         }
+        if !sender.is_ready() {
+            let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
+            let slot = Arc::downgrade(self);
+            let wait = self.idle_timeout;
+            rt.spawn(async move {
+                if let Ok(Ok(())) = tokio::time::timeout(wait, sender.ready()).await {
+                    if let Some(slot) = slot.upgrade() {
+                        slot.push(sender);
+                    }
+                }
+            });
+            return;
+        }
+        self.push(sender);
+    }
+
+    fn push(self: &Arc<Self>, sender: Sender) {
         {
             let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
             if idle.len() >= self.max_idle {
@@ -98,6 +122,7 @@ impl Slot {
     /// as the slot exists (that is, until a reload replaces the client).
     fn start_reaper(self: &Arc<Self>) {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.reaper.store(false, Ordering::Relaxed); // the next put tries again
             return;
         };
         let slot: Weak<Self> = Arc::downgrade(self);
@@ -213,10 +238,11 @@ mod tests {
 
     async fn connect(addr: std::net::SocketAddr) -> Sender {
         let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
             .await
             .expect("handshake");
         tokio::spawn(conn);
+        sender.ready().await.expect("ready");
         sender
     }
 
@@ -275,6 +301,36 @@ mod tests {
             waited += Duration::from_millis(20);
         }
         assert_eq!(slot.idle_len(), 0, "reaped");
+    }
+
+    #[tokio::test]
+    async fn a_connection_still_sending_its_request_is_not_handed_out() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // An upstream that answers 204 as soon as it has the request head
+        // and never reads the body: hyper is still writing it.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.expect("accept");
+            let mut head = [0u8; 1024];
+            let _ = tcp.read(&mut head).await;
+            let _ = tcp.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await;
+            let _ = done_rx.await; // hold the connection open, unread
+        });
+        let slot = Slot::new(8, Duration::from_secs(60));
+        let mut sender = connect(addr).await;
+        let big = Request::post("/")
+            .header(http::header::HOST, "x")
+            .body(Full::new(Bytes::from(vec![b'x'; 16 << 20])))
+            .expect("request");
+        let res = sender.try_send_request(big).await.expect("204");
+        assert_eq!(res.status(), http::StatusCode::NO_CONTENT);
+        drop(PooledBody::new(res.into_body(), sender, Arc::clone(&slot)));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(slot.idle_len(), 0, "busy writing the request body: not idle");
+        assert!(slot.checkout().is_none());
+        let _ = done_tx.send(());
     }
 
     #[tokio::test]
