@@ -902,6 +902,10 @@ async fn http_hooks_expire_report_delay_and_reset() {
     site.get("/km/api/v1/content", &[]).await;
     assert!(t.elapsed() >= Duration::from_millis(200));
 
+    let slow_logins = site.send(Method::POST, "/__sim/login-delay?ms=150", &[], "").await;
+    assert_eq!(slow_logins.status, StatusCode::OK);
+    assert_eq!(site.get("/__sim/stats", &[]).await.json()["loginDelayMs"], 150);
+
     let close = site
         .send(Method::POST, "/__sim/close-connections?on=true", &[], "")
         .await;
@@ -921,6 +925,7 @@ async fn http_hooks_expire_report_delay_and_reset() {
         (json!(0), json!(0))
     );
     assert_eq!(s["delayMs"], 0);
+    assert_eq!(s["loginDelayMs"], 0);
     assert_eq!(site.sim().request_count(), 0, "hooks are never recorded");
     assert_eq!(site.get("/km/api/v1/content", &[]).await.header("connection"), None);
 

@@ -757,3 +757,36 @@ fn assert_no_secrets(env: &Env, a: &Answer) {
         assert!(!text.contains(pw), "password {pw} leaked: {text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_hanging_up_mid_login_does_not_restart_the_login() {
+    use tokio::io::AsyncWriteExt;
+    let env = Env::start().await;
+    env.simulator().set_login_delay(Duration::from_millis(800));
+    // A caller that hangs up while the login it started is under way.
+    let mut tcp = tokio::net::TcpStream::connect(env.proxy).await.unwrap();
+    tcp.write_all(b"GET /km/api/latest/content HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let sim = env.simulator().clone();
+    assert!(
+        eventually(Duration::from_secs(5), || sim.logins(
+            LoginKind::Integration,
+            None,
+            LoginOutcome::Ok
+        ) == 1)
+        .await
+    );
+    drop(tcp);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The next caller waits for that same login instead of starting another.
+    let t = Instant::now();
+    let a = env.get("/km/api/latest/content", &[]).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(t.elapsed() < Duration::from_millis(800), "{:?}", t.elapsed());
+    assert_eq!(
+        env.simulator().logins(LoginKind::Integration, None, LoginOutcome::Ok),
+        1
+    );
+    env.stop().await;
+}

@@ -40,9 +40,15 @@ pub(crate) async fn dispatch(State(shared): State<Arc<Shared>>, req: Request) ->
     let post = parts.method == Method::POST;
     match segments.as_slice() {
         ["km", "api", _, "auth", "integration", "authorize"] if post => {
-            auth::integration_login(&shared, &parts.headers, body).await
+            let answer = auth::integration_login(&shared, &parts.headers, body).await;
+            login_delay(&shared).await;
+            answer
         }
-        ["km", "api", _, "auth", "authorize"] if post => auth::user_login(&shared, &parts.headers, body).await,
+        ["km", "api", _, "auth", "authorize"] if post => {
+            let answer = auth::user_login(&shared, &parts.headers, body).await;
+            login_delay(&shared).await;
+            answer
+        }
         ["km", "api", _, "auth", "integration", "authorize"] | ["km", "api", _, "auth", "authorize"] => {
             let format = Format::for_errors(&parts.headers);
             let _ = record(&shared, &parts, body).await;
@@ -121,6 +127,15 @@ fn endpoint(api: Api, method: &Method, rest: &[&str]) -> Endpoint {
         ["content", "slow"] => Endpoint::Slow,
         ["content", "redirect"] => Endpoint::Redirect,
         _ => Endpoint::Echo,
+    }
+}
+
+/// Holds a login's answer back (after the login was counted and its token
+/// issued), as a slow identity service would.
+async fn login_delay(shared: &Shared) {
+    let delay = shared.login_delay();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
 }
 

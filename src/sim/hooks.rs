@@ -8,6 +8,7 @@
 //! | `POST /__sim/fail-logins?status=503&count=3` | answer the next `count` logins with `status` (defaults 503, 1) |
 //! | `POST /__sim/session-error?count=1` | answer the next `count` API calls with a session error (default 1) |
 //! | `POST /__sim/delay?ms=N` | delay every API answer by N ms (0 turns it off) |
+//! | `POST /__sim/login-delay?ms=N` | hold every login answer back N ms, after the login is counted (0 turns it off) |
 //! | `POST /__sim/close-connections?on=true` | answer everything with `Connection: close` (`on=false` stops) |
 //! | `POST /__sim/reset` | zero the counters and clear injected faults and the delay |
 //!
@@ -37,6 +38,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/__sim/session-error", post(session_error))
         .route("/__sim/delay", post(delay))
         .route("/__sim/close-connections", post(close_connections))
+        .route("/__sim/login-delay", post(login_delay))
         .route("/__sim/reset", post(reset))
 }
 
@@ -97,6 +99,7 @@ pub(crate) fn stats_json(shared: &Shared) -> Value {
         "pendingLoginFailures": login_faults,
         "pendingSessionErrors": session_errors,
         "delayMs": u64::try_from(shared.delay().as_millis()).unwrap_or(u64::MAX),
+        "loginDelayMs": u64::try_from(shared.login_delay().as_millis()).unwrap_or(u64::MAX),
     })
 }
 
@@ -137,6 +140,11 @@ struct Delay {
 
 async fn delay(State(shared): State<Arc<Shared>>, Query(q): Query<Delay>) -> Response {
     shared.set_delay(Duration::from_millis(q.ms));
+    ok()
+}
+
+async fn login_delay(State(shared): State<Arc<Shared>>, Query(q): Query<Delay>) -> Response {
+    shared.set_login_delay(Duration::from_millis(q.ms));
     ok()
 }
 

@@ -314,6 +314,11 @@ impl Simulator {
         self.shared.connections()
     }
 
+    /// Hold every login answer back by `d` (after counting it).
+    pub fn set_login_delay(&self, d: Duration) {
+        self.shared.set_login_delay(d);
+    }
+
     /// Answer everything with `Connection: close` (or stop doing so).
     pub fn set_close_connections(&self, on: bool) {
         self.shared.set_close_connections(on);

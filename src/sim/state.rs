@@ -53,6 +53,7 @@ struct Inner {
     /// Injected session errors remaining.
     session_errors: u32,
     delay: Duration,
+    login_delay: Duration,
 }
 
 /// State shared by every handler of one simulator.
@@ -249,6 +250,14 @@ impl Shared {
         self.lock().delay
     }
 
+    pub(crate) fn set_login_delay(&self, d: Duration) {
+        self.lock().login_delay = d;
+    }
+
+    pub(crate) fn login_delay(&self) -> Duration {
+        self.lock().login_delay
+    }
+
     /// Pending faults, for `/__sim/stats`: login faults left, session errors left.
     pub(crate) fn pending_faults(&self) -> (u32, u32) {
         let inner = self.lock();
@@ -268,6 +277,7 @@ impl Shared {
         inner.login_faults = None;
         inner.session_errors = 0;
         inner.delay = Duration::ZERO;
+        inner.login_delay = Duration::ZERO;
         self.set_close_connections(false);
     }
 }

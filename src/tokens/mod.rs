@@ -21,10 +21,11 @@ pub mod gate;
 pub mod login;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
+use futures_util::future::{BoxFuture, FutureExt as _, Shared};
 use http::HeaderValue;
 use moka::future::Cache;
 use moka::ops::compute::{CompResult, Op};
@@ -120,6 +121,9 @@ impl Expiry<Key, Arc<Token>> for AtLifetimeEnd {
     }
 }
 
+/// A login under way, awaited by every caller that needs its token.
+type LoginUnderWay = Shared<BoxFuture<'static, Result<Arc<Token>, TokenError>>>;
+
 /// Cheap to clone; all clones share one store.
 #[derive(Clone)]
 pub struct TokenStore {
@@ -140,6 +144,11 @@ struct Inner {
     gates: Box<[Arc<Gate>]>,
     /// Metric label per gate index.
     labels: Box<[Arc<String>]>,
+    /// Per gate index: the login under way, if any. The cache's single
+    /// flight runs one caller's login future; kept here too, that login
+    /// survives its caller hanging up, and the next caller in line awaits
+    /// it instead of starting another.
+    under_way: Box<[Mutex<Option<LoginUnderWay>>]>,
     defaults: Defaults,
     serial: AtomicU64,
     metrics: Arc<Metrics>,
@@ -165,6 +174,7 @@ impl TokenStore {
                 cache: Cache::builder().expire_after(AtLifetimeEnd).build(),
                 prepared: (0..n).map(|_| ArcSwapOption::empty()).collect(),
                 gates: (0..=n).map(|_| Arc::new(Gate::default())).collect(),
+                under_way: (0..=n).map(|_| Mutex::new(None)).collect(),
                 labels,
                 defaults,
                 origin,
@@ -375,9 +385,40 @@ impl Inner {
         }
         let this = Arc::clone(self);
         self.cache
-            .try_get_with(key, async move { this.login(key).await })
+            .try_get_with(key, async move { this.login_once(key).await })
             .await
             .map_err(|e| (*e).clone())
+    }
+
+    /// [`Inner::login`] with its type spelled out: a user login needs the
+    /// integration token, which may need a login, so the compiler cannot
+    /// infer this future is `Send` through the cycle.
+    fn login_boxed(self: Arc<Self>, key: Key) -> BoxFuture<'static, Result<Arc<Token>, TokenError>> {
+        Box::pin(async move { self.login(key).await })
+    }
+
+    /// Joins the login under way for `key`, or starts one.
+    async fn login_once(self: &Arc<Self>, key: Key) -> Result<Arc<Token>, TokenError> {
+        let slot = &self.under_way[Self::index(key)];
+        let login = {
+            let mut under_way = slot.lock().unwrap_or_else(PoisonError::into_inner);
+            match under_way.as_ref() {
+                // Not yet finished: finished ones are left only by a caller
+                // that hung up before it could clear the slot.
+                Some(login) if login.peek().is_none() => login.clone(),
+                _ => {
+                    let login = Arc::clone(self).login_boxed(key).shared();
+                    *under_way = Some(login.clone());
+                    login
+                }
+            }
+        };
+        let result = login.clone().await;
+        let mut under_way = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if under_way.as_ref().is_some_and(|l| l.ptr_eq(&login)) {
+            *under_way = None;
+        }
+        result
     }
 
     /// Removes the entry for `key` if it still holds token `serial`;
