@@ -129,7 +129,25 @@ async fn check_login_logs_every_principal_in_and_reports_each() {
     };
     let o = run("Password1").await.unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(text(&o).contains("public") && text(&o).contains("ok"));
+    // The "logging in:" section: one line per principal, each `name  outcome`.
+    let login_line = |t: &str, name: &str| -> String {
+        t.lines()
+            .skip_while(|l| !l.starts_with("logging in:"))
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no login line for {name} in {t}"))
+            .to_owned()
+    };
+    let t = text(&o);
+    assert!(login_line(&t, "public").trim_end().ends_with(" ok"), "{t}");
+    assert!(login_line(&t, "agent").trim_end().ends_with(" ok"), "{t}");
+    assert_eq!(
+        sim.sim.logins(
+            kmproxy::sim::LoginKind::Integration,
+            None,
+            kmproxy::sim::LoginOutcome::Ok
+        ),
+        1
+    );
     assert_eq!(
         sim.sim.logins(
             kmproxy::sim::LoginKind::Account,
@@ -142,10 +160,9 @@ async fn check_login_logs_every_principal_in_and_reports_each() {
     let o = run("wrong-password").await.unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let t = text(&o);
-    assert!(
-        t.contains("agent") && t.contains("FAILED") && t.contains("rejected"),
-        "{t}"
-    );
+    let agent = login_line(&t, "agent");
+    assert!(agent.contains("FAILED") && agent.contains("rejected"), "{t}");
+    assert!(login_line(&t, "public").trim_end().ends_with(" ok"), "{t}");
     // Nothing secret in the output, even at trace level.
     for secret in sim
         .sim

@@ -83,7 +83,6 @@ async fn failing_logins_back_off_then_recover_without_restart() {
     let env = Env::start().await;
     env.simulator().fail_logins(503, 1_000_000);
     let start = Instant::now();
-    let mut statuses = Vec::new();
     while start.elapsed() < Duration::from_secs(5) {
         let a = env.get("/km/api/latest/content", &[]).await;
         if a.status == StatusCode::SERVICE_UNAVAILABLE {
@@ -94,7 +93,6 @@ async fn failing_logins_back_off_then_recover_without_restart() {
             assert_eq!(a.status, StatusCode::BAD_GATEWAY, "{:?}", a.body);
             assert_eq!(a.error_code(), "KMPROXY-LOGIN");
         }
-        statuses.push(a.status);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Backoff 1 s, 2 s, 4 s (each up to 20 % shorter): attempts near 0, 1, 3 s.
@@ -102,7 +100,6 @@ async fn failing_logins_back_off_then_recover_without_restart() {
         .simulator()
         .logins(LoginKind::Integration, None, LoginOutcome::Failed);
     assert!((3..=4).contains(&failed), "{failed} attempts in 5 s");
-    assert!(statuses.len() > 50);
     // The upstream recovers: kmproxy does too, once the backoff runs out.
     env.simulator().reset_faults();
     let recovered = Instant::now();
@@ -295,11 +292,18 @@ async fn smuggling_shapes_never_desync_the_upstream() {
     let env = Env::start().await;
     // Content-Length and Transfer-Encoding together, with a second request
     // hidden in what a CL-framing peer would read as the body.
-    let smuggle = "POST /km/api/latest/content HTTP/1.1\r\nhost: x\r\ncontent-length: 60\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n0\r\n\r\nGET /km/api/latest/auth/integration/authorize HTTP/1.1\r\nhost: x\r\n\r\n";
+    // The hidden request is one kmproxy would forward: only framing keeps
+    // it from the upstream.
+    let smuggle = "POST /km/api/latest/content HTTP/1.1\r\nhost: x\r\ncontent-length: 64\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n0\r\n\r\nGET /km/api/latest/content?smuggled=1 HTTP/1.1\r\nhost: x\r\n\r\n";
     let out = raw(env.proxy, smuggle.as_bytes(), Duration::from_secs(3)).await;
     assert!(
         out.starts_with("HTTP/1.1 400") || out.starts_with("HTTP/1.1 200"),
         "{out}"
+    );
+    assert_eq!(
+        out.matches("HTTP/1.1 ").count(),
+        1,
+        "one answer on a closing connection: {out}"
     );
     // Two different Content-Lengths.
     let dup = "POST /km/api/latest/content HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\ncontent-length: 5\r\nconnection: close\r\n\r\nabcde";
@@ -312,12 +316,11 @@ async fn smuggling_shapes_never_desync_the_upstream() {
     // Whatever reached the simulator was framed by kmproxy alone: no auth
     // path, and any POST carried an empty body.
     for r in env.simulator().requests() {
-        assert!(!r.path.contains("/auth/"), "{r:?}");
+        assert_ne!(r.query.as_deref(), Some("smuggled=1"), "{r:?}");
         if r.method == "POST" {
             assert_eq!(r.body_len, 0);
         }
     }
-    assert!(env.simulator().total_logins() <= 1);
     still_serving(&env).await;
     env.stop().await;
 }

@@ -478,7 +478,7 @@ async fn failed_renewal_keeps_the_old_token_until_its_lifetime_ends() {
     sim.fail_logins(503, 1000);
     // Renewal is attempted ~1 s after issue, and fails.
     assert!(
-        eventually(Duration::from_millis(1500), || integration(sim, LoginOutcome::Failed)
+        eventually(Duration::from_millis(1900), || integration(sim, LoginOutcome::Failed)
             >= 1)
         .await
     );
@@ -780,10 +780,8 @@ async fn a_caller_hanging_up_mid_login_does_not_restart_the_login() {
     drop(tcp);
     tokio::time::sleep(Duration::from_millis(100)).await;
     // The next caller waits for that same login instead of starting another.
-    let t = Instant::now();
     let a = env.get("/km/api/latest/content", &[]).await;
     assert_eq!(a.status, StatusCode::OK);
-    assert!(t.elapsed() < Duration::from_millis(800), "{:?}", t.elapsed());
     assert_eq!(
         env.simulator().logins(LoginKind::Integration, None, LoginOutcome::Ok),
         1
