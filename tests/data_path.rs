@@ -332,6 +332,19 @@ async fn chunked_body_over_max_body_gets_413_and_nothing_is_forwarded() {
     s.read_to_string(&mut out).await.unwrap();
     assert!(out.starts_with("HTTP/1.1 413"), "{out}");
     assert!(out.contains("KMPROXY-BODY-LIMIT"));
+
+    // A declared length over the limit is refused before any of the body
+    // is sent (none is, here: kmproxy must not wait for it).
+    let mut s = tokio::net::TcpStream::connect(env.proxy).await.unwrap();
+    s.write_all(b"POST /km/api/latest/content HTTP/1.1\r\nhost: x\r\ncontent-length: 100000000\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut head))
+        .await
+        .expect("answered without the body")
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 413");
     assert_eq!(env.simulator().request_count(), 0);
     env.stop().await;
 }

@@ -8,14 +8,13 @@ use crate::upstream::PooledBody;
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use http::{header, HeaderMap};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use crate::error::ProxyError;
 
 /// Reads a request body whole, refusing one over `max` bytes; a declared
 /// `Content-Length` over the limit is refused before reading anything.
-pub async fn read_request<B>(headers: &HeaderMap, body: B, max: usize) -> Result<Bytes, ProxyError>
+pub async fn read_request<B>(body: B, max: usize) -> Result<Bytes, ProxyError>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -23,11 +22,8 @@ where
     if body.is_end_stream() {
         return Ok(Bytes::new()); // no body at all: nothing to read
     }
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max as u64) {
+    // hyper has parsed `Content-Length` already: it is the exact size hint.
+    if body.size_hint().lower() > max as u64 {
         return Err(ProxyError::BodyTooLarge(max));
     }
     match Limited::new(body, max).collect().await {
@@ -87,12 +83,17 @@ impl Peeked {
 /// An upstream answer's body that fails when no data arrives for
 /// `timeout` (a stalled upstream), ending the caller's answer abortively
 /// instead of holding its connection for ever. The timer is only armed
-/// when the body has to wait, so an answer that arrives whole with its
-/// head costs no timer.
+/// when the body first has to wait (an answer that arrives whole with its
+/// head costs none), and then one timer serves the whole body: data only
+/// marks progress, and when the timer fires after progress it is re-armed.
+/// So a stall is caught after between one and two `timeout`s, and a
+/// streamed answer costs no timer work per piece.
 pub struct IdleTimeout<B> {
     inner: B,
     timeout: std::time::Duration,
     sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// Data arrived since the timer was last armed.
+    progressed: bool,
 }
 
 impl<B> IdleTimeout<B> {
@@ -101,6 +102,7 @@ impl<B> IdleTimeout<B> {
             inner,
             timeout,
             sleep: None,
+            progressed: false,
         }
     }
 }
@@ -125,20 +127,22 @@ where
         use std::future::Future;
         use std::task::Poll;
         let this = &mut *self;
-        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(frame) => {
-                this.sleep = None; // progress: the next wait starts afresh
-                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
-            }
-            Poll::Pending => {
-                let timeout = this.timeout;
-                let sleep = this.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-                match sleep.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyStalled(timeout))))),
-                    Poll::Pending => Poll::Pending,
-                }
-            }
+        if let Poll::Ready(frame) = std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            this.progressed = true;
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
+        let timeout = this.timeout;
+        if this.sleep.is_none() {
+            this.progressed = false; // the first wait: time it from now
+        }
+        let sleep = this.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        while sleep.as_mut().poll(cx).is_ready() {
+            if !std::mem::take(&mut this.progressed) {
+                return Poll::Ready(Some(Err(Box::new(BodyStalled(timeout)))));
+            }
+            sleep.as_mut().reset(tokio::time::Instant::now() + timeout);
+        }
+        Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {

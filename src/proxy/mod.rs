@@ -280,7 +280,7 @@ async fn forward(
         // Boxed: waiting is the exception, and this future stays small.
         Err(_) => Box::pin(wait_for_slot(live)).await?,
     };
-    let body = body::read_request(&parts.headers, body, config.server.max_body).await?;
+    let body = body::read_request(body, config.server.max_body).await?;
 
     let origin = match api {
         Api::Content => &live.content,
@@ -326,7 +326,9 @@ async fn forward(
                 head_after,
             ))
         };
-        let outcome = tokio::time::timeout(config.upstream.timeout, exchange).await;
+        // The deadline from `sent`: no second clock read.
+        let deadline = tokio::time::Instant::from_std(sent) + config.upstream.timeout;
+        let outcome = tokio::time::timeout_at(deadline, exchange).await;
         let (mut res, expired, head_after) =
             outcome.map_err(|_| ProxyError::UpstreamTimeout(config.upstream.timeout))??;
         metrics.upstream_seconds.observe(head_after.as_secs_f64());

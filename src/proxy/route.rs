@@ -86,9 +86,10 @@ fn percent_decode(b: &[u8]) -> Option<Vec<u8>> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let hex = b.get(i + 1..i + 3)?;
-            let v = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
-            out.push(v);
+            // Exactly two hex digits (`u8::from_str_radix` would take `+a`).
+            let mut v = [0u8; 1];
+            hex::decode_to_slice(b.get(i + 1..i + 3)?, &mut v).ok()?;
+            out.push(v[0]);
             i += 3;
         } else {
             out.push(b[i]);
@@ -131,6 +132,8 @@ mod tests {
             "/km/api/latest/.%2e/x",
             "/km/api/latest\\..\\auth",
             "/km/api/latest/%zz",
+            "/km/api/latest/%+a",
+            "/km/api/latest/%-1",
         ] {
             assert!(matches!(classify(p), Err(ProxyError::BadPath)), "{p}");
         }
