@@ -55,11 +55,9 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
         ),
         _ => {
             let tokens = live.tokens.clone();
-            if let Some(p) = (0..live.config.principals.len()).next() {
-                tokio::spawn(async move {
-                    let _ = tokens.credentials(p).await;
-                });
-            }
+            tokio::spawn(async move {
+                let _ = tokens.warm().await;
+            });
             "no integration token yet".to_owned()
         }
     };

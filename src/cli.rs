@@ -179,12 +179,10 @@ async fn serve(path: &Path) -> ExitCode {
     };
     // Warm up: fetch the integration token now, so readiness turns green
     // without waiting for the first call.
-    if !config.principals.is_empty() {
-        let tokens = app.live().tokens.clone();
-        tokio::spawn(async move {
-            let _ = tokens.credentials(0).await;
-        });
-    }
+    let tokens = app.live().tokens.clone();
+    tokio::spawn(async move {
+        let _ = tokens.warm().await;
+    });
     #[cfg(unix)]
     tokio::spawn(reload_on_sighup(Arc::clone(&app), path.to_owned()));
     let bound = listener.local_addr().unwrap_or(config.server.listen);

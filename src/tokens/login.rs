@@ -53,7 +53,16 @@ pub async fn integration(client: &HttpClient, origin: &Origin, cfg: &Config) -> 
         kmauthtoken.to_string(),
         body.to_string(),
     )?;
-    let answer = match exchange(client, origin, req, cfg.upstream.timeout, cfg.upstream.connect_timeout).await {
+    let answer = match exchange(
+        client,
+        origin,
+        req,
+        cfg.upstream.timeout,
+        cfg.upstream.connect_timeout,
+        &cfg.tokens.session_error_codes,
+    )
+    .await
+    {
         Err(LoginError::StaleIntegration) => {
             return Err(LoginError::Transient(
                 "the API user login was answered with a session error".into(),
@@ -102,7 +111,15 @@ pub async fn user(
         form,
     )?;
     req.headers_mut().insert("kmauthtoken", kmauthtoken);
-    let answer = exchange(client, origin, req, cfg.upstream.timeout, cfg.upstream.connect_timeout).await?;
+    let answer = exchange(
+        client,
+        origin,
+        req,
+        cfg.upstream.timeout,
+        cfg.upstream.connect_timeout,
+        &cfg.tokens.session_error_codes,
+    )
+    .await?;
     user_token(&answer).ok_or_else(|| LoginError::Transient("the user login answer has no userToken".into()))
 }
 
@@ -156,6 +173,7 @@ async fn exchange(
     req: Request<Full<Bytes>>,
     timeout: Duration,
     connect_timeout: Duration,
+    session_codes: &[String],
 ) -> Result<Bytes, LoginError> {
     let work = async {
         let res = client.request(origin, req).await.map_err(|e| {
@@ -175,7 +193,7 @@ async fn exchange(
             Ok(body)
         } else if status.is_client_error() {
             let code = session_error::error_code(&body).unwrap_or(std::borrow::Cow::Borrowed("no errorCode"));
-            if code.starts_with("OK-SESSION") {
+            if session_codes.iter().any(|p| code.starts_with(p.as_str())) {
                 Err(LoginError::StaleIntegration)
             } else {
                 Err(LoginError::Rejected(format!("HTTP {} {code}", status.as_u16())))

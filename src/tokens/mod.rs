@@ -244,6 +244,12 @@ impl TokenStore {
         Ok((fresh, restarted))
     }
 
+    /// Fetches the integration token (logging in if needed), which every
+    /// principal needs: the warm-up at start and on a failing `/readyz`.
+    pub async fn warm(&self) -> Result<(), TokenError> {
+        self.inner.token(Key::Integration).await.map(|_| ())
+    }
+
     /// The configured, token-independent `kmauthtoken` fields.
     pub fn defaults(&self) -> &Defaults {
         &self.inner.defaults
@@ -390,11 +396,24 @@ impl Inner {
             .map_err(|e| (*e).clone())
     }
 
-    /// [`Inner::login`] with its type spelled out: a user login needs the
-    /// integration token, which may need a login, so the compiler cannot
-    /// infer this future is `Send` through the cycle.
-    fn login_boxed(self: Arc<Self>, key: Key) -> BoxFuture<'static, Result<Arc<Token>, TokenError>> {
-        Box::pin(async move { self.login(key).await })
+    /// [`Inner::login`] as a task of its own: it runs to its end whoever
+    /// waits for it, holds the store only while it runs, and a panic in
+    /// it is a failed login, not a poisoned one. (The type is spelled out:
+    /// a user login needs the integration token, which may need a login,
+    /// so the compiler cannot infer `Send` through the cycle.)
+    fn login_task(self: Arc<Self>, key: Key) -> BoxFuture<'static, Result<Arc<Token>, TokenError>> {
+        let principal = self.name_of(key);
+        let task = tokio::spawn(
+            Box::pin(async move { self.login(key).await }) as BoxFuture<'static, Result<Arc<Token>, TokenError>>
+        );
+        Box::pin(async move {
+            task.await.unwrap_or_else(|e| {
+                Err(TokenError::Failed {
+                    principal,
+                    reason: format!("login task ended: {e}"),
+                })
+            })
+        })
     }
 
     /// Joins the login under way for `key`, or starts one.
@@ -407,7 +426,7 @@ impl Inner {
                 // that hung up before it could clear the slot.
                 Some(login) if login.peek().is_none() => login.clone(),
                 _ => {
-                    let login = Arc::clone(self).login_boxed(key).shared();
+                    let login = Arc::clone(self).login_task(key).shared();
                     *under_way = Some(login.clone());
                     login
                 }
@@ -573,7 +592,7 @@ impl Inner {
                 Some(current) if current.serial == serial => {}
                 _ => return,
             }
-            let wait = match inner.login(key).await {
+            let wait = match inner.login_once(key).await {
                 Ok(fresh) => {
                     inner.metrics.renewal("scheduled");
                     inner.replace_if_same(key, serial, fresh).await;
