@@ -229,6 +229,19 @@ async fn reload_on_sighup(app: Arc<App>, path: PathBuf) {
                 "server.admin_listen",
                 new.server.admin_listen != old.config.server.admin_listen,
             ),
+            // Read once by the accept loop.
+            (
+                "server.header_read_timeout",
+                new.server.header_read_timeout != old.config.server.header_read_timeout,
+            ),
+            (
+                "server.max_connections",
+                new.server.max_connections != old.config.server.max_connections,
+            ),
+            (
+                "server.drain_timeout",
+                new.server.drain_timeout != old.config.server.drain_timeout,
+            ),
         ] {
             if changed {
                 tracing::warn!(key = what, "changed; it takes effect at the next restart");

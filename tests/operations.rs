@@ -337,6 +337,12 @@ async fn sighup_reloads_changed_credentials_and_refuses_a_bad_config() {
             password: "Password1".into(),
             kind: kmproxy::sim::UserKind::Account,
         }],
+        api_users: ["apiuser", "apiuser2"]
+            .map(|login| kmproxy::sim::SimAccount {
+                login: login.into(),
+                password: "apipass1".into(),
+            })
+            .into(),
         ..SimConfig::default()
     })
     .await
@@ -376,12 +382,24 @@ async fn sighup_reloads_changed_credentials_and_refuses_a_bad_config() {
     assert_eq!(sim.sim.logins(LoginKind::Account, None, LoginOutcome::Rejected), 1);
     assert_eq!(logins(LoginKind::Integration), 1);
 
-    // 4. Fixing the secret un-parks the principal without a restart.
-    std::fs::write(&pw_file, "Password1\n").unwrap();
+    // 4. Another API user: the agent's secret is still the wrong one, so it
+    //    stays parked and is not tried again.
+    let changed = std::fs::read_to_string(&p.config).unwrap();
+    std::fs::write(
+        &p.config,
+        changed.replace("login = \"apiuser\"", "login = \"apiuser2\""),
+    )
+    .unwrap();
     p.reload(3).await;
+    assert_eq!(p.as_agent().await.0, StatusCode::BAD_GATEWAY);
+    assert_eq!(sim.sim.logins(LoginKind::Account, None, LoginOutcome::Rejected), 1);
+
+    // 5. Fixing the secret un-parks the principal without a restart.
+    std::fs::write(&pw_file, "Password1\n").unwrap();
+    p.reload(4).await;
     assert_eq!(p.as_agent().await.0, StatusCode::OK);
     assert_eq!(logins(LoginKind::Account), 2);
-    assert_eq!(logins(LoginKind::Integration), 1);
+    assert_eq!(logins(LoginKind::Integration), 2, "apiuser, then apiuser2");
 }
 
 #[tokio::test]

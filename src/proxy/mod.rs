@@ -131,6 +131,8 @@ impl App {
         .await?;
         self.live
             .store(Arc::new(Live::build(config, tokens, client, &self.metrics)?));
+        // Only now: had the build failed, the old store would still serve.
+        old.tokens.retire();
         Ok(restarted)
     }
 }

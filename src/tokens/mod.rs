@@ -190,7 +190,8 @@ impl TokenStore {
     /// A store for a reloaded `config` that keeps, from `old`, the tokens
     /// and login gates of every identity whose credentials did not change
     /// (so a parked login stays parked unless its secret changed), and
-    /// retires `old`. Returns the store and the names of identities that
+    /// leaves `old` running (call [`TokenStore::retire`] on it once the new
+    /// store serves). Returns the store and the names of identities that
     /// start afresh.
     pub async fn succeed(
         config: Arc<Config>,
@@ -200,15 +201,22 @@ impl TokenStore {
     ) -> Result<(Self, Vec<String>), String> {
         let mut fresh = Self::new(config, client, metrics)?;
         let (new, prev) = (&fresh.inner.config, &old.inner.config);
-        let same_api_user = new.api_user.login == prev.api_user.login
-            && new.api_user.password.same_value(&prev.api_user.password)
-            && new.upstream.base_url == prev.upstream.base_url
+        // Logins go to the same site: lockout state still applies.
+        let same_site = new.upstream.base_url == prev.upstream.base_url
             && new.upstream.site_name == prev.upstream.site_name
             && new.upstream.api_version == prev.upstream.api_version;
-        let mut carried: Vec<(Key, Key, usize, usize)> = Vec::new();
+        let same_api_user = same_site
+            && new.api_user.login == prev.api_user.login
+            && new.api_user.password.same_value(&prev.api_user.password);
+        // An identity keeps its gate (a parked login stays parked) while its
+        // own credentials are unchanged; its token also needs the API user's
+        // to be unchanged (a user token is tied to the integration token).
+        let mut gates: Vec<(usize, usize)> = Vec::new();
+        let mut tokens: Vec<(Key, Key)> = Vec::new();
         let mut restarted = Vec::new();
         if same_api_user {
-            carried.push((Key::Integration, Key::Integration, 0, 0));
+            gates.push((0, 0));
+            tokens.push((Key::Integration, Key::Integration));
         } else {
             restarted.push("api_user".to_owned());
         }
@@ -226,22 +234,31 @@ impl TokenStore {
                     if t == external_type && u == user && pw.same_value(password))
             });
             match before {
-                Some(q) if same_api_user => carried.push((Key::User(q), Key::User(p), 1 + q, 1 + p)),
+                Some(q) if same_site => {
+                    gates.push((1 + q, 1 + p));
+                    if same_api_user {
+                        tokens.push((Key::User(q), Key::User(p)));
+                    }
+                }
                 _ => restarted.push(principal.name.clone()),
             }
         }
         let inner = Arc::get_mut(&mut fresh.inner).ok_or("token store shared before use")?;
-        for &(_, _, from, to) in &carried {
+        for (from, to) in gates {
             inner.gates[to] = Arc::clone(&old.inner.gates[from]);
         }
-        old.inner.retired.store(true, Ordering::Relaxed);
-        for (from, to, _, _) in carried {
+        for (from, to) in tokens {
             if let Some(token) = old.inner.cache.get(&from).await {
                 fresh.inner.cache.insert(to, Arc::clone(&token)).await;
                 fresh.inner.schedule_renewal(to, &token);
             }
         }
         Ok((fresh, restarted))
+    }
+
+    /// Stops this store's renewal tasks: a reload has replaced it.
+    pub fn retire(&self) {
+        self.inner.retired.store(true, Ordering::Relaxed);
     }
 
     /// Fetches the integration token (logging in if needed), which every
@@ -568,7 +585,10 @@ impl Inner {
         if before.is_zero() {
             return;
         }
-        let lead = before + before.mul_f64(rand::random::<f64>() * 0.1);
+        // Jitter takes up to 10 % off the lead, never adds to it: with
+        // `refresh_before` close to the lifetime, an added 10 % could put
+        // the renewal before the login itself.
+        let lead = before - before.mul_f64(rand::random::<f64>() * 0.1);
         let Some(at) = token.expires.checked_sub(lead) else {
             return;
         };
