@@ -451,43 +451,20 @@ async fn unresolvable_upstream_host_is_a_clear_error_and_bounded() {
 
 #[tokio::test]
 async fn a_stalled_upstream_body_is_cut_after_the_timeout() {
-    // A fake upstream: answers logins, and for content sends a head
-    // promising 100,000 bytes, sends 1,000, then stalls without closing.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (mut s, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 16 * 1024];
-                loop {
-                    let n = s.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
-                    if head.contains("/auth/integration/authorize") {
-                        let body = r#"{"authenticationToken":"fake-int"}"#;
-                        let res = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
-                        let _ = s.write_all(res.as_bytes()).await;
-                    } else {
-                        let res = format!("HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n{}", "x".repeat(1000));
-                        let _ = s.write_all(res.as_bytes()).await;
-                        tokio::time::sleep(Duration::from_secs(3600)).await;
-                    }
-                }
-            });
-        }
-    });
+    // The simulator promises 100,000 bytes, sends 1,000, then stalls
+    // without closing.
     let env = Env::builder()
-        .toml(move |t| t.replace("base_url = \"SIM_URL\"", &format!("base_url = \"http://{addr}\"")))
         .config(|c| c.upstream.timeout = Duration::from_millis(500))
         .start()
         .await;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Empty<bytes::Bytes>>();
     let res = client
-        .get(env.url("/km/api/latest/content").parse().unwrap())
+        .get(
+            env.url("/km/api/latest/content/blob?bytes=100000&stall_after=1000")
+                .parse()
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);

@@ -5,7 +5,7 @@
 //! Endpoints (any version segment, e.g. `v1` or `latest`):
 //!
 //! * `GET /km/api/{ver}/knowledgeInteraction/startInteraction` → `{"knowledgeInteractionId"}`
-//! * `GET /km/api/{ver}/content/blob?bytes=N[&chunked=1][&fail_after=M]` → N pattern bytes
+//! * `GET /km/api/{ver}/content/blob?bytes=N[&chunked=1][&fail_after=M][&stall_after=M]` → N pattern bytes
 //! * `GET /km/api/{ver}/content/slow?ms=N` → the echo, after N ms
 //! * `GET /km/api/{ver}/content/redirect?to=URL` → 302 to URL
 //! * any other `/km/api/{ver}/...` → the echo with fake articles (`items`)
@@ -214,7 +214,9 @@ fn blob(query: &str) -> Result<Response, OracleError> {
     let total = param_u64(query, "bytes")?.ok_or_else(|| OracleError::invalid_input("bytes=N is required"))?;
     let chunked = param(query, "chunked")?.is_some_and(|v| v == "1" || v == "true");
     let fail_after = param_u64(query, "fail_after")?;
-    let mut response = Body::new(PatternBody::new(total, chunked, fail_after)).into_response();
+    let stall_after = param_u64(query, "stall_after")?;
+    let body = PatternBody::new(total, chunked, fail_after).stall_after(stall_after);
+    let mut response = Body::new(body).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),

@@ -6,6 +6,8 @@
 //! `chunked=1` it does not. With `fail_after=M` (M < N) the body stream pauses
 //! for [`ABORT_GRACE`] after M bytes, so that hyper flushes them to the client,
 //! and then fails, which makes the server abort the connection mid-body.
+//! With `stall_after=M` (M < N) it sends M bytes and then nothing, holding
+//! the connection open: a stalled upstream.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -64,6 +66,8 @@ pub(crate) struct PatternBody {
     total: u64,
     /// Fail the stream once this many bytes have gone out.
     fail_after: Option<u64>,
+    /// Send nothing more, for ever, once this many bytes have gone out.
+    stall_after: Option<u64>,
     /// Whether the length is announced (`content-length`).
     exact: bool,
     /// The pause before the abort, once started.
@@ -76,9 +80,16 @@ impl PatternBody {
             sent: 0,
             total,
             fail_after: fail_after.filter(|m| *m < total),
+            stall_after: None,
             exact: !chunked,
             grace: None,
         }
+    }
+
+    /// Stall (stay pending, never waking) after `m` bytes, if `m` < total.
+    pub(crate) fn stall_after(mut self, m: Option<u64>) -> Self {
+        self.stall_after = m.filter(|m| *m < self.total);
+        self
     }
 }
 
@@ -104,6 +115,12 @@ impl http_body::Body for PatternBody {
             }
             limit = m;
         }
+        if let Some(m) = this.stall_after {
+            if this.sent >= m {
+                return Poll::Pending; // no waker: nothing will ever come
+            }
+            limit = limit.min(m);
+        }
         if this.sent >= this.total {
             return Poll::Ready(None);
         }
@@ -114,7 +131,7 @@ impl http_body::Body for PatternBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.fail_after.is_none() && self.sent >= self.total
+        self.fail_after.is_none() && self.stall_after.is_none() && self.sent >= self.total
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -160,6 +177,19 @@ mod tests {
         };
         assert_eq!(got, 100_000);
         assert_eq!(err.kind(), std::io::ErrorKind::ConnectionAborted);
+    }
+
+    #[tokio::test]
+    async fn stalls_after_m_bytes() {
+        let mut body = PatternBody::new(1_000_000, false, None).stall_after(Some(100_000));
+        let mut got = 0u64;
+        while got < 100_000 {
+            let f = body.frame().await.expect("data").expect("no error");
+            got += f.into_data().map(|d| d.len() as u64).unwrap_or(0);
+        }
+        assert_eq!(got, 100_000);
+        let more = tokio::time::timeout(Duration::from_millis(100), body.frame()).await;
+        assert!(more.is_err(), "nothing after the stall point");
     }
 
     #[test]
