@@ -12,9 +12,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
 
+use crate::app::App;
 use crate::config::{ExternalType, PrincipalKind};
-use crate::error::error_body;
-use crate::proxy::App;
+use crate::proxy::error::error_body;
 use crate::tokens::{Key, TokenStore};
 
 /// The admin router.

@@ -11,19 +11,43 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::{Config, PrincipalId};
-use crate::error::ProxyError;
 
 /// The header naming a principal to act as for one call.
 pub const ACT_AS_HEADER: &str = "x-kmproxy-act-as";
 const ACT_AS: http::HeaderName = http::HeaderName::from_static(ACT_AS_HEADER);
 
-/// The outcome of identifying a call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Identity {
-    /// Index into `Config::callers`; `None` for a call without a key.
-    pub caller: Option<usize>,
-    /// The principal whose tokens the call uses.
-    pub principal: PrincipalId,
+/// Who called, as far as the headers tell (for the access line and the
+/// metrics, refused calls included).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Caller {
+    /// No caller key.
+    #[default]
+    None,
+    /// A key that matched no caller.
+    Unknown,
+    /// `config.callers[i]`.
+    Known(usize),
+}
+
+impl Caller {
+    /// The configured caller, if the key matched one.
+    pub fn known(self) -> Option<usize> {
+        match self {
+            Caller::Known(i) => Some(i),
+            _ => None,
+        }
+    }
+}
+
+/// Why a call gets no principal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("the caller key matches no caller")]
+    UnknownCaller,
+    #[error("no caller key was sent and there is no default principal")]
+    NoCallerKey,
+    #[error("caller `{caller}` may not act as `{principal}`")]
+    ActAsDenied { caller: String, principal: String },
 }
 
 /// Hex sha256 of a caller key (what `key_sha256` holds).
@@ -31,35 +55,44 @@ pub fn hash_key(key: &[u8]) -> String {
     hex::encode(Sha256::digest(key))
 }
 
-/// Identifies the caller of a request from its headers.
-pub fn identify(config: &Config, headers: &HeaderMap) -> Result<Identity, ProxyError> {
+/// Identifies the caller of a request from its headers, and the
+/// principal whose tokens the call uses (or why it gets none). The caller
+/// is reported even when the call is refused.
+pub fn identify(config: &Config, headers: &HeaderMap) -> (Caller, Result<PrincipalId, Refusal>) {
     let caller = match headers.get(&config.server.caller_key_header) {
-        Some(key) => Some(match_key(config, key.as_bytes()).ok_or(ProxyError::UnknownCaller)?),
-        None => None,
+        Some(key) => match match_key(config, key.as_bytes()) {
+            Some(c) => Caller::Known(c),
+            None => return (Caller::Unknown, Err(Refusal::UnknownCaller)),
+        },
+        None => Caller::None,
     };
-    let base = match caller {
+    (caller, principal(config, headers, caller))
+}
+
+/// The principal of an identified caller: its own, the default one, or
+/// the one it acts as.
+fn principal(config: &Config, headers: &HeaderMap, caller: Caller) -> Result<PrincipalId, Refusal> {
+    let base = match caller.known() {
         Some(c) => config.callers[c].principal,
-        None => config.server.default_principal.ok_or(ProxyError::NoCallerKey)?,
+        None => config.server.default_principal.ok_or(Refusal::NoCallerKey)?,
     };
     let Some(wanted) = headers.get(ACT_AS) else {
-        return Ok(Identity {
-            caller,
-            principal: base,
-        });
+        return Ok(base);
     };
     let wanted = wanted.to_str().unwrap_or("");
-    let denied = || ProxyError::ActAsDenied {
-        caller: caller.map_or_else(|| "(no key)".to_owned(), |c| config.callers[c].name.clone()),
+    let denied = || Refusal::ActAsDenied {
+        caller: caller
+            .known()
+            .map_or_else(|| "(no key)".to_owned(), |c| config.callers[c].name.clone()),
         principal: wanted.chars().take(64).collect(),
     };
-    let c = caller.ok_or_else(denied)?;
-    let principal = config.callers[c]
+    let c = caller.known().ok_or_else(denied)?;
+    config.callers[c]
         .act_as
         .iter()
         .copied()
         .find(|&p| config.principals[p].name == wanted)
-        .ok_or_else(denied)?;
-    Ok(Identity { caller, principal })
+        .ok_or_else(denied)
 }
 
 /// The caller whose key hashes to the digest of `key`, looked for in
@@ -120,28 +153,32 @@ mod tests {
     #[test]
     fn key_default_and_act_as() {
         let c = config();
-        let id = identify(&c, &headers(&[("x-kmproxy-key", "k1")])).expect("known");
-        assert_eq!((id.caller, id.principal), (Some(0), 0));
-        let id = identify(&c, &headers(&[])).expect("default");
-        assert_eq!((id.caller, id.principal), (None, 0));
-        let id = identify(&c, &headers(&[("x-kmproxy-key", "k1"), (ACT_AS_HEADER, "agent")])).expect("allowed");
-        assert_eq!(id.principal, 1);
+        assert_eq!(
+            identify(&c, &headers(&[("x-kmproxy-key", "k1")])),
+            (Caller::Known(0), Ok(0))
+        );
+        assert_eq!(identify(&c, &headers(&[])), (Caller::None, Ok(0)));
+        assert_eq!(
+            identify(&c, &headers(&[("x-kmproxy-key", "k1"), (ACT_AS_HEADER, "agent")])),
+            (Caller::Known(0), Ok(1))
+        );
     }
 
     #[test]
     fn refusals() {
         let c = config();
-        assert!(matches!(
+        assert_eq!(
             identify(&c, &headers(&[("x-kmproxy-key", "nope")])),
-            Err(ProxyError::UnknownCaller)
-        ));
+            (Caller::Unknown, Err(Refusal::UnknownCaller))
+        );
         assert!(matches!(
             identify(&c, &headers(&[(ACT_AS_HEADER, "agent")])),
-            Err(ProxyError::ActAsDenied { .. })
+            (Caller::None, Err(Refusal::ActAsDenied { .. }))
         ));
+        // The caller is known even when its act-as is refused.
         assert!(matches!(
             identify(&c, &headers(&[("x-kmproxy-key", "k1"), (ACT_AS_HEADER, "ghost")])),
-            Err(ProxyError::ActAsDenied { .. })
+            (Caller::Known(0), Err(Refusal::ActAsDenied { .. }))
         ));
     }
 }

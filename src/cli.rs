@@ -11,8 +11,9 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
 
+use crate::app::App;
 use crate::config::{Config, PrincipalKind};
-use crate::proxy::App;
+use crate::run::{run, Listeners};
 
 /// Local authenticating reverse proxy for the Oracle B2C Service Knowledge
 /// Advanced REST API.
@@ -91,7 +92,7 @@ pub fn main() -> ExitCode {
         }
     };
     tracing::debug!(worker_threads = workers, "runtime started");
-    runtime.block_on(run(cli))
+    runtime.block_on(dispatch(cli))
 }
 
 /// Threads to run calls on: `TOKIO_WORKER_THREADS` if set, else the CPUs
@@ -121,7 +122,7 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn run(cli: Cli) -> ExitCode {
+async fn dispatch(cli: Cli) -> ExitCode {
     let config_path = cli.config.clone().unwrap_or_else(|| PathBuf::from("kmproxy.toml"));
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&config_path).await,
@@ -155,47 +156,16 @@ async fn serve(path: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let listener = match TcpListener::bind(config.server.listen).await {
+    let listeners = match Listeners::bind(&config.server).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("kmproxy: cannot listen on {}: {e}", config.server.listen);
+            eprintln!("kmproxy: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let stop = Arc::new(crate::server::Stop::new());
-    let admin = match config.server.admin_listen {
-        Some(addr) => match TcpListener::bind(addr).await {
-            Ok(l) => {
-                let addr = l.local_addr().unwrap_or(addr);
-                tracing::info!(%addr, "admin listening");
-                Some(tokio::spawn(crate::admin::serve(Arc::clone(&app), l, stop.wait())))
-            }
-            Err(e) => {
-                eprintln!("kmproxy: cannot listen on {addr} (server.admin_listen): {e}");
-                return ExitCode::FAILURE;
-            }
-        },
-        None => None,
-    };
-    // Warm up: fetch the integration token now, so readiness turns green
-    // without waiting for the first call.
-    let tokens = app.live().tokens.clone();
-    tokio::spawn(async move {
-        let _ = tokens.warm().await;
-    });
     #[cfg(unix)]
     tokio::spawn(reload_on_sighup(Arc::clone(&app), path.to_owned()));
-    let bound = listener.local_addr().unwrap_or(config.server.listen);
-    tracing::info!(addr = %bound, upstream = %config.upstream.base_url, "kmproxy listening");
-    let data = crate::server::serve(app, listener, async move {
-        crate::server::shutdown_signal().await;
-        stop.signal();
-    })
-    .await;
-    if let Some(a) = admin {
-        let _ = a.await;
-    }
-    match data {
+    match run(app, listeners, crate::server::shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kmproxy: {e}");

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::app::App;
 use crate::config::Config;
-use crate::proxy::App;
+use crate::run::{run, Listeners};
 use crate::server::Stop;
 use crate::sim::{SimConfig, Simulator};
 
@@ -71,14 +72,17 @@ impl Demo {
         config.upstream.search_base_url = config.upstream.base_url.clone();
         config.server.listen = bound.proxy;
         config.server.admin_listen = Some(bound.admin);
-        let app = App::new(Arc::new(config))?;
+        let app = App::new(Arc::new(config)).map_err(|e| e.to_string())?;
 
         let stop = Stop::new();
         let sim = Simulator::new(SimConfig::default());
+        let listeners = Listeners {
+            data: proxy_l,
+            admin: Some(admin_l),
+        };
         let tasks = vec![
             tokio::spawn(sim.clone().serve(sim_l, stop.wait())),
-            tokio::spawn(crate::server::serve(Arc::clone(&app), proxy_l, stop.wait())),
-            tokio::spawn(crate::admin::serve(app, admin_l, stop.wait())),
+            tokio::spawn(run(app, listeners, stop.wait())),
         ];
         Ok(Demo {
             addrs: bound,

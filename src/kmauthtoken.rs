@@ -9,8 +9,11 @@
 
 use std::fmt::Write as _;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
+
+/// The header's name.
+pub const HEADER: HeaderName = HeaderName::from_static("kmauthtoken");
 
 /// Caller fields kmproxy keeps; every other field a caller sends (tokens
 /// above all) is dropped.

@@ -8,33 +8,44 @@
 //!
 //! # Layout
 //!
-//! A request flows down this list, never back up:
+//! A module imports only from modules listed below it (`tests/layout.rs`
+//! checks this), so a request flows down the list, never back up:
 //!
-//! - [`server`]: binds the data listener, graceful shutdown.
-//! - [`proxy`]: the data path (route, headers, bodies, forward, replay once).
+//! - [`cli`]: the commands (`serve`, `check`, `demo`, `simulate`, `hash-key`).
+//! - [`demo`]: the simulator plus a kmproxy in front of it.
+//! - [`run`]: the one entry point that runs a kmproxy (data and admin
+//!   listeners, warm-up, shutdown), used by `serve`, `demo` and the tests.
+//! - [`admin`]: health, readiness, status, metrics, resets.
+//! - [`server`]: the accept loop, connection limits, graceful shutdown.
+//! - [`proxy`]: the data path (route, headers, bodies, replay once, errors
+//!   answered in Oracle's shape).
+//! - [`app`]: the state built from a config, and its reload.
 //! - [`callers`]: caller key / default / act-as → principal.
 //! - [`tokens`]: the token cache, single-flight logins, renewal, lockout gate.
 //! - [`kmauthtoken`]: parse a caller's header, build the upstream's.
 //! - [`session_error`]: recognise `OK-SESSION…` answers in JSON or XML.
-//! - [`upstream`]: the one HTTP/1.1 client (rustls), origins and their idle connections.
-//! - [`error`]: `ProxyError` → Oracle-shaped JSON answer.
-//! - [`admin`] and [`metrics`]: health, readiness, status, Prometheus metrics.
+//! - [`upstream`]: the one HTTP/1.1 client (rustls), origins and their idle
+//!   connections, and its typed errors.
+//! - [`metrics`]: the Prometheus registry.
 //! - [`config`] and [`secret`]: the TOML file, validated; secrets redacted.
-//! - [`sim`]: the Knowledge Advanced simulator (demo, tests, compose).
-//! - [`cli`]: the commands.
+//! - [`sim`]: the Knowledge Advanced simulator (demo, tests, compose); it
+//!   imports nothing from the proxy.
 
-pub mod admin;
-pub mod callers;
 pub mod cli;
-pub mod config;
 pub mod demo;
-pub mod error;
-pub mod kmauthtoken;
-pub mod metrics;
-pub mod proxy;
-pub mod secret;
+pub mod run;
+pub mod admin;
 pub mod server;
-pub mod session_error;
-pub mod sim;
+pub mod proxy;
+pub mod app;
+pub mod callers;
 pub mod tokens;
+pub mod kmauthtoken;
+pub mod session_error;
 pub mod upstream;
+pub mod metrics;
+pub mod config;
+pub mod secret;
+pub mod sim;
+
+pub use run::run;

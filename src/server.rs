@@ -23,8 +23,9 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::app::App;
 use crate::config::ServerConfig;
-use crate::proxy::{self, App};
+use crate::proxy;
 
 /// Largest request head (request line + headers), in bytes.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;

@@ -126,7 +126,11 @@ async fn refused_callers_reach_nothing_upstream() {
         assert_eq!(a.headers["content-type"], "application/json");
     }
     assert_eq!(env.simulator().request_count(), 0);
-    assert_eq!(env.simulator().total_logins(), 0);
+    assert_eq!(
+        env.simulator().total_logins(),
+        1,
+        "the warm-up's integration login only"
+    );
     env.stop().await;
 }
 
@@ -291,7 +295,11 @@ async fn auth_endpoints_and_foreign_paths_are_refused_before_forwarding() {
         assert_eq!(a.error_code(), "KMPROXY-NOT-FOUND");
     }
     assert_eq!(env.simulator().request_count(), 0);
-    assert_eq!(env.simulator().total_logins(), 0);
+    assert_eq!(
+        env.simulator().total_logins(),
+        1,
+        "the warm-up's integration login only"
+    );
     env.stop().await;
 }
 
@@ -440,7 +448,23 @@ async fn upstream_unreachable_is_502_and_slow_is_504() {
         .toml(move |t| t.replace("base_url = \"SIM_URL\"", &format!("base_url = \"{dead_url}\"")))
         .start()
         .await;
+    // The warm-up login failed: readiness says why, calls get 503 while
+    // the login backs off, then the next attempt's failure is a 502.
+    let ready = env.admin_get("/readyz").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        String::from_utf8_lossy(&ready.body).contains("unreachable"),
+        "{ready:?}"
+    );
     let a = env.get("/km/api/latest/content", &[]).await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(a.error_code(), "KMPROXY-LOGIN-BACKOFF");
+    let mut a = a;
+    let end = std::time::Instant::now() + Duration::from_secs(3);
+    while a.status == StatusCode::SERVICE_UNAVAILABLE && std::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        a = env.get("/km/api/latest/content", &[]).await;
+    }
     assert_eq!(a.status, StatusCode::BAD_GATEWAY);
     assert_eq!(a.error_code(), "KMPROXY-LOGIN");
     assert!(a.json()["error"]["detail"].as_str().unwrap().contains("unreachable"));

@@ -470,14 +470,16 @@ async fn request_id_is_kept_or_made_and_forwarded() {
 
 #[tokio::test]
 async fn readyz_and_healthz() {
-    let env = Env::start().await;
+    // The warm-up login meets a transient failure.
+    let env = Env::builder().before_start(|sim| sim.fail_logins(503, 1)).start().await;
     assert_eq!(env.admin_get("/healthz").await.status, StatusCode::OK);
     let r = env.admin_get("/readyz").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(String::from_utf8_lossy(&r.body).contains("no integration token"));
-    // readyz kicked off a login in the background: it turns ready by itself.
+    assert!(String::from_utf8_lossy(&r.body).contains("backing off"), "{r:?}");
+    // Once the backoff is over, readyz kicks off a login in the
+    // background: it turns ready by itself.
     let mut ready = false;
-    for _ in 0..100 {
+    for _ in 0..200 {
         if env.admin_get("/readyz").await.status == StatusCode::OK {
             ready = true;
             break;

@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
-use crate::error::ProxyError;
+use super::ProxyError;
 
 /// Reads a request body whole, refusing one over `max` bytes; a declared
 /// `Content-Length` over the limit is refused before reading anything.

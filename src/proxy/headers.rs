@@ -97,7 +97,7 @@ pub fn for_upstream(
             || name == header::EXPECT
             || (name == header::AUTHORIZATION && !keep_authorization)
             || name == caller_key_header
-            || name.as_str() == "kmauthtoken"
+            || name == crate::kmauthtoken::HEADER
             || name.as_str().starts_with("x-kmproxy-")
             || name == super::REQUEST_ID
             || named.contains(name);

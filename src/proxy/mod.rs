@@ -4,158 +4,47 @@
 //!
 //! Per call: the path is classified ([`route`]); the caller is identified
 //! ([`crate::callers`]); the request body is read (capped, so it can be
-//! replayed); headers are cleaned ([`headers`]); the principal's prepared
-//! `kmauthtoken` is attached; the answer streams back untouched unless it
-//! is a non-2xx whose first bytes carry a session error code, in which case
-//! exactly the tokens used are dropped and the call is sent once more.
+//! replayed: [`body`]); headers are cleaned ([`headers`]); then
+//! [`replay`] sends it with the principal's prepared `kmauthtoken`, and
+//! sends it once more if the upstream said the session expired. Every
+//! refusal and failure is a [`ProxyError`], answered in Oracle's shape
+//! ([`error`]).
 
 pub mod body;
+pub mod error;
 pub mod headers;
+pub mod replay;
 pub mod route;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
-use http::{HeaderValue, Request};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderName, HeaderValue, Request};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
-use axum::body::Body;
-use axum::response::{IntoResponse, Response};
-use http::HeaderName;
-use http_body_util::Full;
-
-use crate::callers;
-use crate::config::{Config, PrincipalKind};
-use crate::error::ProxyError;
-use crate::kmauthtoken::CallerFields;
+use crate::app::{App, Live};
+use crate::callers::{self, Caller};
+use crate::config::PrincipalKind;
+use crate::kmauthtoken::{self, CallerFields};
 use crate::metrics::{Metrics, RequestLabels};
-use crate::session_error;
-use crate::tokens::TokenStore;
-use crate::upstream::{HttpClient, Origin};
-use body::{IdleTimeout, Peeked};
-use prometheus_client::metrics::counter::Counter;
+pub use error::ProxyError;
+use replay::Call;
 use route::Api;
 
-/// The `kmauthtoken` header name.
-pub const KMAUTHTOKEN: HeaderName = HeaderName::from_static("kmauthtoken");
 /// The request id header, kept from the caller or made.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Everything the data path needs, shared by every call. The part that
-/// follows the config is swapped as a whole on reload; calls in flight
-/// finish with the one they started with.
-pub struct App {
-    live: ArcSwap<Live>,
-    pub metrics: Arc<Metrics>,
-}
-
-/// The state built from one config.
-pub struct Live {
-    pub config: Arc<Config>,
-    pub tokens: TokenStore,
-    client: HttpClient,
-    /// `base_url`, for `/km/api/`.
-    content: Origin,
-    /// `search_base_url`, for `/srt/api/`.
-    search: Origin,
-    /// Metric label per caller.
-    caller_labels: Box<[Arc<String>]>,
-    /// `kmproxy_requests_total{status="200"}` per caller, then for calls
-    /// without a key: the usual answer is counted without a label lookup.
-    ok_counters: Box<[Counter]>,
-    /// One permit per call being handled (`server.max_in_flight`).
-    in_flight: tokio::sync::Semaphore,
-}
-
-impl Live {
-    fn build(config: Arc<Config>, tokens: TokenStore, client: HttpClient, metrics: &Metrics) -> Result<Self, String> {
-        let caller_labels: Box<[Arc<String>]> = config.callers.iter().map(|c| Arc::new(c.name.clone())).collect();
-        let ok_counters = caller_labels
-            .iter()
-            .chain(std::iter::once(&metrics.no_caller))
-            .map(|caller| {
-                metrics
-                    .requests
-                    .get_or_create(&RequestLabels {
-                        caller: Arc::clone(caller),
-                        status: 200,
-                    })
-                    .clone()
-            })
-            .collect();
-        Ok(Self {
-            ok_counters,
-            content: client.origin(&config.upstream.base_url)?,
-            search: client.origin(&config.upstream.search_base_url)?,
-            in_flight: tokio::sync::Semaphore::new(config.server.max_in_flight),
-            caller_labels,
-            tokens,
-            client,
-            config,
-        })
-    }
-}
-
-impl App {
-    /// Builds the shared state for `config`.
-    pub fn new(config: Arc<Config>) -> Result<Arc<Self>, String> {
-        let metrics = Arc::new(Metrics::new());
-        let client = crate::upstream::client(&config.upstream).map_err(|e| e.to_string())?;
-        let tokens = TokenStore::new(Arc::clone(&config), client.clone(), Arc::clone(&metrics))?;
-        Ok(Arc::new(Self {
-            live: ArcSwap::from_pointee(Live::build(config, tokens, client, &metrics)?),
-            metrics,
-        }))
-    }
-
-    /// The current state.
-    pub fn live(&self) -> Arc<Live> {
-        self.live.load_full()
-    }
-
-    /// Swaps in a new config. Identities whose credentials are unchanged
-    /// keep their tokens (and lockout state); returns the names of those
-    /// that start afresh.
-    pub async fn reload(&self, config: Config) -> Result<Vec<String>, String> {
-        let old = self.live();
-        let config = Arc::new(config);
-        let client = crate::upstream::client(&config.upstream).map_err(|e| e.to_string())?;
-        let (tokens, restarted) = TokenStore::succeed(
-            Arc::clone(&config),
-            client.clone(),
-            Arc::clone(&self.metrics),
-            &old.tokens,
-        )
-        .await?;
-        self.live
-            .store(Arc::new(Live::build(config, tokens, client, &self.metrics)?));
-        // Only now: had the build failed, the old store would still serve.
-        old.tokens.retire();
-        Ok(restarted)
-    }
-}
-
-/// Who called, as far as kmproxy could tell.
-#[derive(Clone, Copy, Default)]
-enum Caller {
-    /// No caller key.
-    #[default]
-    None,
-    /// A key that matched no caller.
-    Unknown,
-    /// `config.callers[i]`.
-    Known(usize),
-}
-
 /// What the access line and metrics say about a call.
 #[derive(Default)]
-struct CallInfo {
+pub struct CallInfo {
     caller: Caller,
     principal: Option<usize>,
-    upstream: Option<Duration>,
-    replayed: bool,
+    /// Time to the upstream's answer head, summed over the exchanges.
+    pub upstream: Option<Duration>,
+    /// The call was sent a second time after a session error.
+    pub replayed: bool,
 }
 
 /// Answers one data-plane request (every path: forwarding and kmproxy's
@@ -257,22 +146,21 @@ async fn forward(
     info: &mut CallInfo,
 ) -> Result<Response, ProxyError> {
     let (parts, body) = req.into_parts();
-    let api = route::classify(parts.uri.path())?;
     let config = &live.config;
-    let id = callers::identify(config, &parts.headers).inspect_err(|e| {
-        if matches!(e, ProxyError::UnknownCaller) {
-            info.caller = Caller::Unknown;
-        }
-    })?;
-    info.caller = id.caller.map_or(Caller::None, Caller::Known);
-    info.principal = Some(id.principal);
-    let bearer = matches!(config.principals[id.principal].kind, PrincipalKind::Bearer);
+    // The caller is learnt first, so that even a refused call is counted
+    // under it; the path's verdict still comes first.
+    let (caller, principal) = callers::identify(config, &parts.headers);
+    info.caller = caller;
+    let api = route::classify(parts.uri.path())?;
+    let principal = principal?;
+    info.principal = Some(principal);
+    let bearer = matches!(config.principals[principal].kind, PrincipalKind::Bearer);
     if bearer && !headers::has_bearer(&parts.headers) {
-        return Err(ProxyError::MissingBearer(config.principals[id.principal].name.clone()));
+        return Err(ProxyError::MissingBearer(config.principals[principal].name.clone()));
     }
     let caller_fields = parts
         .headers
-        .get(&KMAUTHTOKEN)
+        .get(&kmauthtoken::HEADER)
         .map(|v| CallerFields::parse(v.as_bytes()))
         .transpose()?;
     // A slot is taken once the call is known to be forwarded (refusals
@@ -283,68 +171,12 @@ async fn forward(
         Err(_) => Box::pin(wait_for_slot(live)).await?,
     };
     let body = body::read_request(body, config.server.max_body).await?;
-
     let origin = match api {
         Api::Content => &live.content,
         Api::Search => &live.search,
     };
-    let pq = parts.uri.path_and_query().ok_or(ProxyError::NotFound)?;
-    let target = origin.target(pq).map_err(|e| ProxyError::Upstream(e.to_string()))?;
-
-    loop {
-        let creds = live.tokens.credentials(id.principal).await?;
-        let mut req = http::Request::new(Full::new(body.clone()));
-        *req.method_mut() = parts.method.clone();
-        *req.uri_mut() = target.clone();
-        *req.headers_mut() =
-            headers::for_upstream(&parts.headers, &config.server.caller_key_header, bearer, request_id);
-        req.headers_mut().insert(
-            KMAUTHTOKEN,
-            creds.kmauthtoken(caller_fields.as_ref(), live.tokens.defaults()),
-        );
-
-        let sent = Instant::now();
-        let exchange = async {
-            let res = live.client.request(origin, req).await.map_err(|e| {
-                if is_timeout(&e) {
-                    ProxyError::UpstreamTimeout(config.upstream.connect_timeout)
-                } else {
-                    ProxyError::Upstream(error_chain(&e))
-                }
-            })?;
-            let head_after = sent.elapsed();
-            if res.status().is_success() {
-                let idle = config.upstream.timeout;
-                return Ok::<_, ProxyError>((res.map(|b| Body::new(IdleTimeout::new(b, idle))), false, head_after));
-            }
-            let (head, incoming) = res.into_parts();
-            let peeked = Peeked::read(incoming, session_error::PEEK_LIMIT)
-                .await
-                .map_err(|e| ProxyError::Upstream(error_chain(&e)))?;
-            let expired = session_error::is_session_error(&peeked.prefix, &config.tokens.session_error_codes);
-            Ok((
-                Response::from_parts(head, peeked.into_body(config.upstream.timeout)),
-                expired,
-                head_after,
-            ))
-        };
-        // The deadline from `sent`: no second clock read.
-        let deadline = tokio::time::Instant::from_std(sent) + config.upstream.timeout;
-        let outcome = tokio::time::timeout_at(deadline, exchange).await;
-        let (mut res, expired, head_after) =
-            outcome.map_err(|_| ProxyError::UpstreamTimeout(config.upstream.timeout))??;
-        metrics.upstream_seconds.observe(head_after.as_secs_f64());
-        info.upstream = Some(info.upstream.unwrap_or_default() + head_after);
-        if expired && !info.replayed {
-            tracing::info!(principal = %config.principals[id.principal].name, "session expired upstream; logging in again and replaying");
-            live.tokens.invalidate(id.principal, &creds).await;
-            metrics.replays.inc();
-            info.replayed = true;
-            continue;
-        }
-        headers::strip_hop_by_hop(res.headers_mut());
-        return Ok(res);
-    }
+    let call = Call::new(&parts, body, origin, bearer, caller_fields, request_id, config)?;
+    replay::send(live, metrics, &call, principal, info).await
 }
 
 /// Waits up to `server.queue_timeout` for one of the `max_in_flight` slots.
@@ -354,32 +186,4 @@ async fn wait_for_slot(live: &Live) -> Result<tokio::sync::SemaphorePermit<'_>, 
         Ok(Ok(permit)) => Ok(permit),
         _ => Err(ProxyError::Overloaded(server.max_in_flight)),
     }
-}
-
-/// True when an error or one of its sources is an I/O timeout (such as the
-/// connector's `connect_timeout`).
-pub fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                return true;
-            }
-        }
-        cur = err.source();
-    }
-    false
-}
-
-/// A one-line description of an error and its sources (hyper's errors hide
-/// the useful part, such as "connection refused", in their source chain).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }

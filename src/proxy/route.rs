@@ -6,7 +6,19 @@
 
 use std::borrow::Cow;
 
-use crate::error::ProxyError;
+/// Why a path is not forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Outside `/km/api/` and `/srt/api/` (404).
+    #[error("only /km/api/ and /srt/api/ are served")]
+    NotFound,
+    /// Dot segments, empty segments or encoded separators (400).
+    #[error("the path contains dot segments, empty segments or encoded separators")]
+    BadPath,
+    /// The authentication endpoints (403).
+    #[error("authentication endpoints are not reachable through kmproxy")]
+    AuthPath,
+}
 
 /// The API a path belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,13 +30,13 @@ pub enum Api {
 }
 
 /// Classifies a request path (as received, still percent-encoded).
-pub fn classify(path: &str) -> Result<Api, ProxyError> {
+pub fn classify(path: &str) -> Result<Api, Refusal> {
     let api = if path.starts_with("/km/api/") {
         Api::Content
     } else if path.starts_with("/srt/api/") {
         Api::Search
     } else {
-        return Err(ProxyError::NotFound);
+        return Err(Refusal::NotFound);
     };
     // Segments: "", "km", "api", version, ... One pass over the bytes; a
     // segment with none of `%` `\\` `.` `;` in it needs no decoding.
@@ -41,12 +53,12 @@ pub fn classify(path: &str) -> Result<Api, ProxyError> {
         }
         let raw = &path[start..end];
         if raw.is_empty() && end < bytes.len() {
-            return Err(ProxyError::BadPath);
+            return Err(Refusal::BadPath);
         }
         let auth = if special {
-            let seg = decode(raw).ok_or(ProxyError::BadPath)?;
+            let seg = decode(raw).ok_or(Refusal::BadPath)?;
             if seg == "." || seg == ".." {
-                return Err(ProxyError::BadPath);
+                return Err(Refusal::BadPath);
             }
             // Java servers drop `;params` from a segment: judge what they see.
             let name = seg.split(';').next().unwrap_or("");
@@ -55,7 +67,7 @@ pub fn classify(path: &str) -> Result<Api, ProxyError> {
             raw.eq_ignore_ascii_case("auth")
         };
         if auth && (index == 3 || index == 4) {
-            return Err(ProxyError::AuthPath);
+            return Err(Refusal::AuthPath);
         }
         start = end + 1;
         index += 1;
@@ -108,9 +120,9 @@ mod tests {
         assert_eq!(classify("/km/api/latest/content").ok(), Some(Api::Content));
         assert_eq!(classify("/srt/api/v1/search/question").ok(), Some(Api::Search));
         assert_eq!(classify("/km/api/latest/content/").ok(), Some(Api::Content));
-        assert!(matches!(classify("/"), Err(ProxyError::NotFound)));
-        assert!(matches!(classify("/km/apix"), Err(ProxyError::NotFound)));
-        assert!(matches!(classify("/admin"), Err(ProxyError::NotFound)));
+        assert!(matches!(classify("/"), Err(Refusal::NotFound)));
+        assert!(matches!(classify("/km/apix"), Err(Refusal::NotFound)));
+        assert!(matches!(classify("/admin"), Err(Refusal::NotFound)));
     }
 
     #[test]
@@ -122,7 +134,7 @@ mod tests {
             "/km/api/latest/%61uth/authorize",
             "/km/api/latest/auth;jsessionid=1/authorize",
         ] {
-            assert!(matches!(classify(p), Err(ProxyError::AuthPath)), "{p}");
+            assert!(matches!(classify(p), Err(Refusal::AuthPath)), "{p}");
         }
         for p in [
             "/km/api/latest/../auth/authorize",
@@ -135,7 +147,7 @@ mod tests {
             "/km/api/latest/%+a",
             "/km/api/latest/%-1",
         ] {
-            assert!(matches!(classify(p), Err(ProxyError::BadPath)), "{p}");
+            assert!(matches!(classify(p), Err(Refusal::BadPath)), "{p}");
         }
         assert!(classify("/km/api/latest/content/auth").is_ok());
     }

@@ -58,7 +58,6 @@ pub async fn integration(client: &HttpClient, origin: &Origin, cfg: &Config) -> 
         origin,
         req,
         cfg.upstream.timeout,
-        cfg.upstream.connect_timeout,
         &cfg.tokens.session_error_codes,
     )
     .await
@@ -110,13 +109,12 @@ pub async fn user(
         String::new(),
         form,
     )?;
-    req.headers_mut().insert("kmauthtoken", kmauthtoken);
+    req.headers_mut().insert(crate::kmauthtoken::HEADER, kmauthtoken);
     let answer = exchange(
         client,
         origin,
         req,
         cfg.upstream.timeout,
-        cfg.upstream.connect_timeout,
         &cfg.tokens.session_error_codes,
     )
     .await?;
@@ -160,7 +158,7 @@ fn request(
         .map_err(|e| LoginError::Transient(format!("cannot build the login request: {e}")))?;
     if !kmauthtoken.is_empty() {
         if let Ok(v) = HeaderValue::try_from(kmauthtoken) {
-            req.headers_mut().insert("kmauthtoken", v);
+            req.headers_mut().insert(crate::kmauthtoken::HEADER, v);
         }
     }
     Ok(req)
@@ -172,15 +170,14 @@ async fn exchange(
     origin: &Origin,
     req: Request<Full<Bytes>>,
     timeout: Duration,
-    connect_timeout: Duration,
     session_codes: &[String],
 ) -> Result<Bytes, LoginError> {
     let work = async {
         let res = client.request(origin, req).await.map_err(|e| {
-            if crate::proxy::is_timeout(&e) {
-                LoginError::Timeout(connect_timeout)
+            if let crate::upstream::Error::ConnectTimeout { after, .. } = e {
+                LoginError::Timeout(after)
             } else {
-                LoginError::Transient(format!("upstream unreachable: {}", crate::proxy::error_chain(&e)))
+                LoginError::Transient(format!("upstream unreachable: {e}"))
             }
         })?;
         let status = res.status();

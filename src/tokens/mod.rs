@@ -159,7 +159,7 @@ struct Inner {
 impl TokenStore {
     /// A store for `config`, logging in through `client`.
     pub fn new(config: Arc<Config>, client: HttpClient, metrics: Arc<Metrics>) -> Result<Self, String> {
-        let origin = client.origin(&config.upstream.base_url)?;
+        let origin = client.origin(&config.upstream.base_url).map_err(|e| e.to_string())?;
         let n = config.principals.len();
         let defaults = Defaults {
             extra: config.upstream.kmauthtoken_extra.clone(),

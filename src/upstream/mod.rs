@@ -10,6 +10,7 @@
 //! origin form with a prepared `Host`, and the answer body gives its
 //! connection back when read (see BENCHMARKS.md for what this bought).
 
+pub mod error;
 pub mod pool;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -25,6 +26,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use tower::ServiceExt as _;
 
 use crate::config::UpstreamConfig;
+pub use error::Error;
 pub use pool::PooledBody;
 use pool::Slot;
 
@@ -42,15 +44,22 @@ pub enum ClientError {
     Tls(String),
 }
 
-/// Why an exchange with the upstream failed.
+/// Why a base URL cannot be an origin (config validation rules these out;
+/// this is the last line of defence).
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("cannot connect to {0}")]
-    Connect(String, #[source] Box<dyn std::error::Error + Send + Sync>),
-    #[error("HTTP handshake with {0} failed")]
-    Handshake(String, #[source] hyper::Error),
-    #[error("exchange with {0} failed")]
-    Exchange(String, #[source] hyper::Error),
+#[error("`{url}` cannot be an upstream origin: {problem}")]
+pub struct OriginError {
+    url: String,
+    problem: String,
+}
+
+impl OriginError {
+    fn new(url: &str, problem: impl std::fmt::Display) -> Self {
+        Self {
+            url: url.to_owned(),
+            problem: problem.to_string(),
+        }
+    }
 }
 
 /// The client: cheap to clone, shared by the data path and the logins.
@@ -62,6 +71,8 @@ pub struct HttpClient {
 struct Inner {
     connector: HttpsConnector<HttpConnector>,
     http1: hyper::client::conn::http1::Builder,
+    /// `upstream.connect_timeout`, named in a connect timeout's error.
+    connect_timeout: Duration,
     /// One slot per (scheme, authority), so every [`Origin`] made for the
     /// same server shares its connections.
     slots: Mutex<Vec<(bool, http::uri::Authority, Arc<Slot>)>>,
@@ -78,12 +89,14 @@ pub struct Origin {
     host: HeaderValue,
     /// Path prefix from the configured URL, without trailing slash ("" if none).
     prefix: Arc<str>,
+    /// `scheme://host[:port]`, for messages (never any userinfo).
+    name: Arc<str>,
     slot: Arc<Slot>,
 }
 
 impl std::fmt::Debug for Origin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Origin({}{})", self.dial, self.prefix)
+        write!(f, "Origin({}{})", self.name, self.prefix)
     }
 }
 
@@ -98,20 +111,19 @@ impl Origin {
         }
     }
 
-    /// Where the origin is, for messages: `scheme://authority`.
-    fn name(&self) -> String {
-        let s = self.dial.to_string();
-        s.trim_end_matches('/').to_owned()
+    /// Where the origin is, for messages: `scheme://host[:port]`.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
     }
 }
 
 impl HttpClient {
     /// The origin for a validated base URL.
-    pub fn origin(&self, base: &str) -> Result<Origin, String> {
-        let uri: Uri = base.parse().map_err(|e| format!("`{base}`: {e}"))?;
+    pub fn origin(&self, base: &str) -> Result<Origin, OriginError> {
+        let uri: Uri = base.parse().map_err(|e| OriginError::new(base, e))?;
         let parts = uri.into_parts();
-        let scheme = parts.scheme.ok_or("missing scheme")?;
-        let authority = parts.authority.ok_or("missing host")?;
+        let scheme = parts.scheme.ok_or_else(|| OriginError::new(base, "missing scheme"))?;
+        let authority = parts.authority.ok_or_else(|| OriginError::new(base, "missing host"))?;
         let https = scheme == http::uri::Scheme::HTTPS;
         let default_port = if https { 443 } else { 80 };
         let host = match authority.port_u16() {
@@ -130,13 +142,14 @@ impl HttpClient {
             }
         };
         Ok(Origin {
+            name: format!("{scheme}://{host}").into(),
             dial: Uri::builder()
                 .scheme(scheme)
                 .authority(authority)
                 .path_and_query("/")
                 .build()
-                .map_err(|e| format!("`{base}`: {e}"))?,
-            host: HeaderValue::try_from(host).map_err(|e| format!("`{base}`: {e}"))?,
+                .map_err(|e| OriginError::new(base, e))?,
+            host: HeaderValue::try_from(host).map_err(|e| OriginError::new(base, e))?,
             prefix: parts
                 .path_and_query
                 .map(|p| p.path().trim_end_matches('/').to_owned())
@@ -166,7 +179,7 @@ impl HttpClient {
                 Err(mut e) => match e.take_message() {
                     // Never written: safe to send again, on another connection.
                     Some(back) if reused => req = back,
-                    _ => return Err(Error::Exchange(origin.name(), e.into_error())),
+                    _ => return Err(Error::exchange(Arc::clone(&origin.name), e.into_error())),
                 },
             }
         }
@@ -179,13 +192,13 @@ impl HttpClient {
             .clone()
             .oneshot(origin.dial.clone())
             .await
-            .map_err(|e| Error::Connect(origin.name(), e))?;
+            .map_err(|e| Error::connect(Arc::clone(&origin.name), e, self.inner.connect_timeout))?;
         let (sender, conn) = self
             .inner
             .http1
             .handshake(io)
             .await
-            .map_err(|e| Error::Handshake(origin.name(), e))?;
+            .map_err(|e| Error::exchange(Arc::clone(&origin.name), e))?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "upstream connection ended");
@@ -242,6 +255,7 @@ pub fn client(cfg: &UpstreamConfig) -> Result<HttpClient, ClientError> {
         inner: Arc::new(Inner {
             connector,
             http1: hyper::client::conn::http1::Builder::new(),
+            connect_timeout: cfg.connect_timeout,
             slots: Mutex::new(Vec::new()),
         }),
     })

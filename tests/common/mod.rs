@@ -17,8 +17,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use kmproxy::app::App;
 use kmproxy::config::Config;
-use kmproxy::proxy::App;
+use kmproxy::run::Listeners;
 use kmproxy::server::Stop;
 use kmproxy::sim::{SimConfig, SimHandle, Simulator};
 use tokio::net::TcpListener;
@@ -98,11 +99,13 @@ principal = "public"
 }
 
 type ConfigTweak = Box<dyn FnOnce(&mut Config)>;
+type SimSetup = Box<dyn FnOnce(&Simulator)>;
 
 pub struct Builder {
     toml: String,
     sim: SimConfig,
     tweaks: Vec<ConfigTweak>,
+    setups: Vec<SimSetup>,
 }
 
 impl Builder {
@@ -124,6 +127,13 @@ impl Builder {
         self
     }
 
+    /// Acts on the running simulator before kmproxy starts (a fault its
+    /// warm-up login should meet, say).
+    pub fn before_start(mut self, f: impl FnOnce(&Simulator) + 'static) -> Self {
+        self.setups.push(Box::new(f));
+        self
+    }
+
     pub async fn start(self) -> Env {
         self.start_with(|t, _| t).await
     }
@@ -135,6 +145,9 @@ impl Builder {
         let mut config = Config::parse(&text, Path::new("test.toml")).unwrap_or_else(|e| panic!("{e}"));
         for t in self.tweaks {
             t(&mut config);
+        }
+        for setup in self.setups {
+            setup(&sim.sim);
         }
         Env::serve(sim, config).await
     }
@@ -180,6 +193,7 @@ impl Env {
             toml: standard_toml(),
             sim: SimConfig::default(),
             tweaks: Vec::new(),
+            setups: Vec::new(),
         }
     }
 
@@ -187,18 +201,21 @@ impl Env {
         Self::builder().start().await
     }
 
+    /// Runs a kmproxy for `config` the way `kmproxy serve` does (the same
+    /// entry point, warm-up included), on ephemeral loopback ports.
     async fn serve(sim: SimHandle, config: Config) -> Env {
         let data = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (proxy_addr, admin_addr) = (data.local_addr().unwrap(), admin.local_addr().unwrap());
         let app = App::new(Arc::new(config)).unwrap();
         let stop = Stop::new();
-        let tasks = vec![
-            tokio::spawn(kmproxy::server::serve(Arc::clone(&app), data, stop.wait())),
-            tokio::spawn(kmproxy::admin::serve(Arc::clone(&app), admin, stop.wait())),
-        ];
+        let listeners = Listeners {
+            data,
+            admin: Some(admin),
+        };
+        let tasks = vec![tokio::spawn(kmproxy::run(Arc::clone(&app), listeners, stop.wait()))];
         let client = Client::builder(TokioExecutor::new()).build_http();
-        Env {
+        let env = Env {
             sim,
             proxy: proxy_addr,
             admin: admin_addr,
@@ -206,7 +223,23 @@ impl Env {
             client,
             stop,
             tasks,
+        };
+        env.warmed_up().await;
+        env
+    }
+
+    /// Waits until the warm-up login has come to an end (a token, a
+    /// backoff or a park), so each test starts from a settled state.
+    async fn warmed_up(&self) {
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            let status = self.admin_get("/status").await.json();
+            if status["api_user"]["state"] != "empty" {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        panic!("the warm-up login did not end within 10 s");
     }
 
     pub fn url(&self, path: &str) -> String {

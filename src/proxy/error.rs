@@ -2,31 +2,24 @@
 //! Oracle's error shape, so clients' existing error handling keeps working:
 //! `{"error":{"title":..,"errorCode":"KMPROXY-..","type":"PROXY","detail":..},"errorDetails":[]}`.
 
-use std::time::Duration;
-
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue, StatusCode};
 
+use super::route;
+use crate::callers;
 use crate::kmauthtoken::CallerTokenError;
 use crate::tokens::TokenError;
+use crate::upstream;
 
 /// A failure on the data path, named after its cause.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    #[error("the caller key matches no caller")]
-    UnknownCaller,
-    #[error("no caller key was sent and there is no default principal")]
-    NoCallerKey,
+    #[error(transparent)]
+    Caller(#[from] callers::Refusal),
+    #[error(transparent)]
+    Route(#[from] route::Refusal),
     #[error("principal `{0}` needs an `Authorization: Bearer` header from the caller")]
     MissingBearer(String),
-    #[error("caller `{caller}` may not act as `{principal}`")]
-    ActAsDenied { caller: String, principal: String },
-    #[error("authentication endpoints are not reachable through kmproxy")]
-    AuthPath,
-    #[error("only /km/api/ and /srt/api/ are served")]
-    NotFound,
-    #[error("the path contains dot segments, empty segments or encoded separators")]
-    BadPath,
     #[error("{0}")]
     BadKmauthtoken(#[from] CallerTokenError),
     #[error("the request body is larger than {0} bytes")]
@@ -35,10 +28,8 @@ pub enum ProxyError {
     BodyRead,
     #[error(transparent)]
     Token(#[from] TokenError),
-    #[error("the upstream could not be reached or answered badly: {0}")]
-    Upstream(String),
-    #[error("the upstream did not answer within {0:?}")]
-    UpstreamTimeout(Duration),
+    #[error(transparent)]
+    Upstream(#[from] upstream::Error),
     #[error("kmproxy is handling {0} calls already; retry shortly")]
     Overloaded(usize),
 }
@@ -48,21 +39,27 @@ impl ProxyError {
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         use ProxyError::*;
         match self {
-            UnknownCaller => (StatusCode::UNAUTHORIZED, "Unknown caller key", "KMPROXY-CALLER"),
-            NoCallerKey => (StatusCode::UNAUTHORIZED, "Caller key required", "KMPROXY-CALLER"),
+            Caller(callers::Refusal::UnknownCaller) => {
+                (StatusCode::UNAUTHORIZED, "Unknown caller key", "KMPROXY-CALLER")
+            }
+            Caller(callers::Refusal::NoCallerKey) => {
+                (StatusCode::UNAUTHORIZED, "Caller key required", "KMPROXY-CALLER")
+            }
+            Caller(callers::Refusal::ActAsDenied { .. }) => {
+                (StatusCode::FORBIDDEN, "Act-as not allowed", "KMPROXY-ACT-AS")
+            }
             MissingBearer(_) => (StatusCode::UNAUTHORIZED, "Bearer token required", "KMPROXY-BEARER"),
-            ActAsDenied { .. } => (StatusCode::FORBIDDEN, "Act-as not allowed", "KMPROXY-ACT-AS"),
-            AuthPath => (
+            Route(route::Refusal::AuthPath) => (
                 StatusCode::FORBIDDEN,
                 "Authentication is kmproxy's job",
                 "KMPROXY-AUTH-PATH",
             ),
-            NotFound => (
+            Route(route::Refusal::NotFound) => (
                 StatusCode::NOT_FOUND,
                 "Not a Knowledge Advanced API path",
                 "KMPROXY-NOT-FOUND",
             ),
-            BadPath => (StatusCode::BAD_REQUEST, "Path not allowed", "KMPROXY-PATH"),
+            Route(_) => (StatusCode::BAD_REQUEST, "Path not allowed", "KMPROXY-PATH"),
             BadKmauthtoken(_) => (StatusCode::BAD_REQUEST, "Invalid kmauthtoken", "KMPROXY-KMAUTHTOKEN"),
             BodyTooLarge(_) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -78,8 +75,8 @@ impl ProxyError {
             ),
             Token(TokenError::Timeout { .. }) => (StatusCode::GATEWAY_TIMEOUT, "Login timed out", "KMPROXY-TIMEOUT"),
             Token(TokenError::Failed { .. }) => (StatusCode::BAD_GATEWAY, "Login failed", "KMPROXY-LOGIN"),
+            Upstream(e) if e.is_timeout() => (StatusCode::GATEWAY_TIMEOUT, "Upstream timeout", "KMPROXY-TIMEOUT"),
             Upstream(_) => (StatusCode::BAD_GATEWAY, "Upstream unavailable", "KMPROXY-UPSTREAM"),
-            UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "Upstream timeout", "KMPROXY-TIMEOUT"),
             Overloaded(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Too many calls in flight",

@@ -1,0 +1,125 @@
+//! The state a running kmproxy shares between its calls, built from one
+//! config, and its reload.
+//!
+//! [`App`] holds the part that follows the config ([`Live`]) behind an
+//! `ArcSwap`, swapped as a whole on reload: calls in flight finish with the
+//! state they started with. The metrics outlive reloads.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use prometheus_client::metrics::counter::Counter;
+
+use crate::config::Config;
+use crate::metrics::{Metrics, RequestLabels};
+use crate::tokens::TokenStore;
+use crate::upstream::{self, HttpClient, Origin};
+
+/// Everything the data path and the admin port need, shared by every call.
+pub struct App {
+    live: ArcSwap<Live>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The state built from one config.
+pub struct Live {
+    pub config: Arc<Config>,
+    pub tokens: TokenStore,
+    pub(crate) client: HttpClient,
+    /// `base_url`, for `/km/api/`.
+    pub(crate) content: Origin,
+    /// `search_base_url`, for `/srt/api/`.
+    pub(crate) search: Origin,
+    /// Metric label per caller.
+    pub(crate) caller_labels: Box<[Arc<String>]>,
+    /// `kmproxy_requests_total{status="200"}` per caller, then for calls
+    /// without a key: the usual answer is counted without a label lookup
+    /// (BENCHMARKS.md: 43.0k -> 42.8k instructions per request).
+    pub(crate) ok_counters: Box<[Counter]>,
+    /// One permit per call being handled (`server.max_in_flight`).
+    pub(crate) in_flight: tokio::sync::Semaphore,
+}
+
+/// Why the state for a config could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Client(#[from] upstream::ClientError),
+    #[error(transparent)]
+    Origin(#[from] upstream::OriginError),
+    #[error("token store: {0}")]
+    Tokens(String),
+}
+
+impl Live {
+    fn build(
+        config: Arc<Config>,
+        tokens: TokenStore,
+        client: HttpClient,
+        metrics: &Metrics,
+    ) -> Result<Self, BuildError> {
+        let caller_labels: Box<[Arc<String>]> = config.callers.iter().map(|c| Arc::new(c.name.clone())).collect();
+        let ok_counters = caller_labels
+            .iter()
+            .chain(std::iter::once(&metrics.no_caller))
+            .map(|caller| {
+                let labels = RequestLabels {
+                    caller: Arc::clone(caller),
+                    status: 200,
+                };
+                metrics.requests.get_or_create(&labels).clone()
+            })
+            .collect();
+        Ok(Self {
+            ok_counters,
+            content: client.origin(&config.upstream.base_url)?,
+            search: client.origin(&config.upstream.search_base_url)?,
+            in_flight: tokio::sync::Semaphore::new(config.server.max_in_flight),
+            caller_labels,
+            tokens,
+            client,
+            config,
+        })
+    }
+}
+
+impl App {
+    /// Builds the shared state for `config`.
+    pub fn new(config: Arc<Config>) -> Result<Arc<Self>, BuildError> {
+        let metrics = Arc::new(Metrics::new());
+        let client = upstream::client(&config.upstream)?;
+        let tokens =
+            TokenStore::new(Arc::clone(&config), client.clone(), Arc::clone(&metrics)).map_err(BuildError::Tokens)?;
+        Ok(Arc::new(Self {
+            live: ArcSwap::from_pointee(Live::build(config, tokens, client, &metrics)?),
+            metrics,
+        }))
+    }
+
+    /// The current state.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// Swaps in a new config. Identities whose credentials are unchanged
+    /// keep their tokens (and lockout state); returns the names of those
+    /// that start afresh.
+    pub async fn reload(&self, config: Config) -> Result<Vec<String>, BuildError> {
+        let old = self.live();
+        let config = Arc::new(config);
+        let client = upstream::client(&config.upstream)?;
+        let (tokens, restarted) = TokenStore::succeed(
+            Arc::clone(&config),
+            client.clone(),
+            Arc::clone(&self.metrics),
+            &old.tokens,
+        )
+        .await
+        .map_err(BuildError::Tokens)?;
+        self.live
+            .store(Arc::new(Live::build(config, tokens, client, &self.metrics)?));
+        // Only now: had the build failed, the old store would still serve.
+        old.tokens.retire();
+        Ok(restarted)
+    }
+}
