@@ -1,7 +1,7 @@
 //! The token store: every principal's Knowledge Advanced tokens, and the
 //! prepared `kmauthtoken` value that carries them.
 //!
-//! Tokens live in a [`moka`] cache keyed by [`Key`] (the one integration
+//! Tokens live in a [`moka`] cache keyed by [`Identity`] (the one integration
 //! token, and a user token per console or web user principal); each entry
 //! expires when its lifetime ends, and no token past that point is handed
 //! out. Concurrent misses for one key share one login (`try_get_with`).
@@ -18,6 +18,7 @@
 //! is marked superseded, which sends the next call down the slow path.
 
 pub mod gate;
+mod identity;
 pub mod login;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,17 +37,10 @@ use crate::config::{Config, PrincipalId, PrincipalKind};
 use crate::kmauthtoken::{CallerFields, Defaults, Prefix};
 use crate::metrics::Metrics;
 use crate::upstream::{HttpClient, Origin};
-use gate::{Closed, Gate};
+use gate::{Closed, Gate, GateStatus};
+pub use identity::Identity;
+use identity::PerIdentity;
 use login::LoginError;
-
-/// What a cache entry holds a token for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Key {
-    /// The API user's integration token (shared by every principal).
-    Integration,
-    /// A console or web user principal's user token.
-    User(PrincipalId),
-}
 
 /// One token from the upstream.
 #[derive(Debug)]
@@ -111,12 +105,12 @@ pub enum TokenError {
 /// Expires each cache entry when its token's lifetime ends.
 struct AtLifetimeEnd;
 
-impl Expiry<Key, Arc<Token>> for AtLifetimeEnd {
-    fn expire_after_create(&self, _: &Key, t: &Arc<Token>, now: Instant) -> Option<Duration> {
+impl Expiry<Identity, Arc<Token>> for AtLifetimeEnd {
+    fn expire_after_create(&self, _: &Identity, t: &Arc<Token>, now: Instant) -> Option<Duration> {
         Some(t.expires.saturating_duration_since(now))
     }
 
-    fn expire_after_update(&self, _: &Key, t: &Arc<Token>, now: Instant, _: Option<Duration>) -> Option<Duration> {
+    fn expire_after_update(&self, _: &Identity, t: &Arc<Token>, now: Instant, _: Option<Duration>) -> Option<Duration> {
         Some(t.expires.saturating_duration_since(now))
     }
 }
@@ -135,20 +129,19 @@ struct Inner {
     client: HttpClient,
     /// Where logins go (`base_url`).
     origin: Origin,
-    cache: Cache<Key, Arc<Token>>,
+    cache: Cache<Identity, Arc<Token>>,
     /// Per principal: the last prepared credentials, rebuilt when a token changes.
     prepared: Box<[ArcSwapOption<Credentials>]>,
-    /// Index 0: the API user; 1 + p: principal p. Shared with the store
-    /// that replaces this one on reload when the identity is unchanged, so
-    /// a parked login stays parked.
-    gates: Box<[Arc<Gate>]>,
-    /// Metric label per gate index.
-    labels: Box<[Arc<String>]>,
-    /// Per gate index: the login under way, if any. The cache's single
+    /// Shared with the store that replaces this one on reload when the
+    /// identity is unchanged, so a parked login stays parked.
+    gates: PerIdentity<Arc<Gate>>,
+    /// Metric label per identity.
+    labels: PerIdentity<Arc<String>>,
+    /// Per identity: the login under way, if any. The cache's single
     /// flight runs one caller's login future; kept here too, that login
     /// survives its caller hanging up, and the next caller in line awaits
     /// it instead of starting another.
-    under_way: Box<[Mutex<Option<LoginUnderWay>>]>,
+    under_way: PerIdentity<Mutex<Option<LoginUnderWay>>>,
     defaults: Defaults,
     serial: AtomicU64,
     metrics: Arc<Metrics>,
@@ -165,16 +158,18 @@ impl TokenStore {
             extra: config.upstream.kmauthtoken_extra.clone(),
             locale: config.upstream.locale.clone(),
         };
-        let labels = std::iter::once("api_user".to_owned())
-            .chain(config.principals.iter().map(|p| p.name.clone()))
-            .map(Arc::new)
-            .collect();
+        let labels = PerIdentity::new(n, |who| {
+            Arc::new(match who {
+                Identity::ApiUser => "api_user".to_owned(),
+                Identity::User(p) => config.principals[p].name.clone(),
+            })
+        });
         Ok(Self {
             inner: Arc::new(Inner {
                 cache: Cache::builder().expire_after(AtLifetimeEnd).build(),
                 prepared: (0..n).map(|_| ArcSwapOption::empty()).collect(),
-                gates: (0..=n).map(|_| Arc::new(Gate::default())).collect(),
-                under_way: (0..=n).map(|_| Mutex::new(None)).collect(),
+                gates: PerIdentity::new(n, |_| Arc::new(Gate::default())),
+                under_way: PerIdentity::new(n, |_| Mutex::new(None)),
                 labels,
                 defaults,
                 origin,
@@ -211,12 +206,12 @@ impl TokenStore {
         // An identity keeps its gate (a parked login stays parked) while its
         // own credentials are unchanged; its token also needs the API user's
         // to be unchanged (a user token is tied to the integration token).
-        let mut gates: Vec<(usize, usize)> = Vec::new();
-        let mut tokens: Vec<(Key, Key)> = Vec::new();
+        let mut gates: Vec<(Identity, Identity)> = Vec::new();
+        let mut tokens: Vec<(Identity, Identity)> = Vec::new();
         let mut restarted = Vec::new();
         if same_api_user {
-            gates.push((0, 0));
-            tokens.push((Key::Integration, Key::Integration));
+            gates.push((Identity::ApiUser, Identity::ApiUser));
+            tokens.push((Identity::ApiUser, Identity::ApiUser));
         } else {
             restarted.push("api_user".to_owned());
         }
@@ -235,9 +230,9 @@ impl TokenStore {
             });
             match before {
                 Some(q) if same_site => {
-                    gates.push((1 + q, 1 + p));
+                    gates.push((Identity::User(q), Identity::User(p)));
                     if same_api_user {
-                        tokens.push((Key::User(q), Key::User(p)));
+                        tokens.push((Identity::User(q), Identity::User(p)));
                     }
                 }
                 _ => restarted.push(principal.name.clone()),
@@ -264,7 +259,7 @@ impl TokenStore {
     /// Fetches the integration token (logging in if needed), which every
     /// principal needs: the warm-up at start and on a failing `/readyz`.
     pub async fn warm(&self) -> Result<(), TokenError> {
-        self.inner.token(Key::Integration).await.map(|_| ())
+        self.inner.token(Identity::ApiUser).await.map(|_| ())
     }
 
     /// The configured, token-independent `kmauthtoken` fields.
@@ -295,10 +290,10 @@ impl TokenStore {
         // The user token first: its login may find the integration token
         // stale and replace it, and the value read next is then the new one.
         let user = match inner.config.principals[p].kind {
-            PrincipalKind::User { .. } => Some(inner.token(Key::User(p)).await?),
+            PrincipalKind::User { .. } => Some(inner.token(Identity::User(p)).await?),
             _ => None,
         };
-        let integration = inner.token(Key::Integration).await?;
+        let integration = inner.token(Identity::ApiUser).await?;
         if let Some(c) = slot.load().as_ref() {
             let same_user = match (&c.user, &user) {
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),
@@ -329,11 +324,11 @@ impl TokenStore {
     /// newer token already replaced them.
     pub async fn invalidate(&self, p: PrincipalId, used: &Credentials) {
         let inner = &self.inner;
-        if inner.remove_if_same(Key::Integration, used.integration.serial).await {
+        if inner.remove_if_same(Identity::ApiUser, used.integration.serial).await {
             inner.metrics.renewal("session_error");
         }
         if let Some(user) = &used.user {
-            if inner.remove_if_same(Key::User(p), user.serial).await {
+            if inner.remove_if_same(Identity::User(p), user.serial).await {
                 inner.metrics.renewal("session_error");
             }
         }
@@ -344,20 +339,20 @@ impl TokenStore {
         &self.inner.config
     }
 
-    /// Un-parks principal `p` (and the API user it depends on).
-    pub fn reset(&self, p: PrincipalId) {
-        self.inner.gates[0].reset();
-        self.inner.gates[1 + p].reset();
+    /// Un-parks `who` (and the API user every identity depends on).
+    pub fn reset(&self, who: Identity) {
+        self.inner.gates[Identity::ApiUser].reset();
+        self.inner.gates[who].reset();
     }
 
-    /// The login gate of principal `p` (`None` = the API user).
-    pub fn gate(&self, p: Option<PrincipalId>) -> &Gate {
-        &self.inner.gates[p.map_or(0, |p| p + 1)]
+    /// The login history and lockout state of `who`.
+    pub fn login_status(&self, who: Identity) -> GateStatus {
+        self.inner.gates[who].status(Instant::now())
     }
 
-    /// Issue and expiry of the token behind `key`, if one is held.
-    pub async fn token_times(&self, key: Key) -> Option<(SystemTime, SystemTime)> {
-        let t = self.inner.cache.get(&key).await?;
+    /// Issue and expiry of the token of `who`, if one is held.
+    pub async fn token_times(&self, who: Identity) -> Option<(SystemTime, SystemTime)> {
+        let t = self.inner.cache.get(&who).await?;
         let lifetime = t.expires.saturating_duration_since(t.issued);
         Some((t.issued_at, t.issued_at + lifetime))
     }
@@ -375,31 +370,20 @@ impl TokenStore {
 }
 
 impl Inner {
-    fn index(key: Key) -> usize {
+    fn count_login(&self, key: Identity, outcome: &'static str) {
+        self.metrics.login(&self.labels[key], outcome);
+    }
+
+    fn name_of(&self, key: Identity) -> String {
         match key {
-            Key::Integration => 0,
-            Key::User(p) => 1 + p,
-        }
-    }
-
-    fn gate_for(&self, key: Key) -> &Gate {
-        &self.gates[Self::index(key)]
-    }
-
-    fn count_login(&self, key: Key, outcome: &'static str) {
-        self.metrics.login(&self.labels[Self::index(key)], outcome);
-    }
-
-    fn name_of(&self, key: Key) -> String {
-        match key {
-            Key::Integration => format!("api_user ({})", self.config.api_user.login),
-            Key::User(p) => self.config.principals[p].name.clone(),
+            Identity::ApiUser => format!("api_user ({})", self.config.api_user.login),
+            Identity::User(p) => self.config.principals[p].name.clone(),
         }
     }
 
     /// A live token for `key`: the cached one, or one fresh login shared by
     /// every concurrent caller.
-    async fn token(self: &Arc<Self>, key: Key) -> Result<Arc<Token>, TokenError> {
+    async fn token(self: &Arc<Self>, key: Identity) -> Result<Arc<Token>, TokenError> {
         if let Some(t) = self.cache.get(&key).await {
             if t.live(Instant::now()) {
                 return Ok(t);
@@ -418,7 +402,7 @@ impl Inner {
     /// it is a failed login, not a poisoned one. (The type is spelled out:
     /// a user login needs the integration token, which may need a login,
     /// so the compiler cannot infer `Send` through the cycle.)
-    fn login_task(self: Arc<Self>, key: Key) -> BoxFuture<'static, Result<Arc<Token>, TokenError>> {
+    fn login_task(self: Arc<Self>, key: Identity) -> BoxFuture<'static, Result<Arc<Token>, TokenError>> {
         let principal = self.name_of(key);
         let task = tokio::spawn(
             Box::pin(async move { self.login(key).await }) as BoxFuture<'static, Result<Arc<Token>, TokenError>>
@@ -434,8 +418,8 @@ impl Inner {
     }
 
     /// Joins the login under way for `key`, or starts one.
-    async fn login_once(self: &Arc<Self>, key: Key) -> Result<Arc<Token>, TokenError> {
-        let slot = &self.under_way[Self::index(key)];
+    async fn login_once(self: &Arc<Self>, key: Identity) -> Result<Arc<Token>, TokenError> {
+        let slot = &self.under_way[key];
         let login = {
             let mut under_way = slot.lock().unwrap_or_else(PoisonError::into_inner);
             match under_way.as_ref() {
@@ -459,7 +443,7 @@ impl Inner {
 
     /// Removes the entry for `key` if it still holds token `serial`;
     /// returns whether it did.
-    async fn remove_if_same(&self, key: Key, serial: u64) -> bool {
+    async fn remove_if_same(&self, key: Identity, serial: u64) -> bool {
         let result = self
             .cache
             .entry(key)
@@ -478,8 +462,8 @@ impl Inner {
     }
 
     /// One login through the gate; schedules the new token's renewal.
-    async fn login(self: &Arc<Self>, key: Key) -> Result<Arc<Token>, TokenError> {
-        let gate = self.gate_for(key);
+    async fn login(self: &Arc<Self>, key: Identity) -> Result<Arc<Token>, TokenError> {
+        let gate = &self.gates[key];
         let principal = || self.name_of(key);
         gate.check(Instant::now()).map_err(|closed| match closed {
             Closed::Parked(reason) => TokenError::Parked {
@@ -496,9 +480,9 @@ impl Inner {
             let issued = Instant::now();
             let issued_at = SystemTime::now();
             let result = match key {
-                Key::Integration => login::integration(&self.client, &self.origin, &self.config).await,
-                Key::User(p) => {
-                    let integration = Box::pin(self.token(Key::Integration)).await?;
+                Identity::ApiUser => login::integration(&self.client, &self.origin, &self.config).await,
+                Identity::User(p) => {
+                    let integration = Box::pin(self.token(Identity::ApiUser)).await?;
                     let PrincipalKind::User {
                         external_type,
                         user,
@@ -524,7 +508,7 @@ impl Inner {
                         // The integration token died early: drop it and
                         // try once more with a fresh one.
                         retried_stale = true;
-                        self.remove_if_same(Key::Integration, integration.serial).await;
+                        self.remove_if_same(Identity::ApiUser, integration.serial).await;
                         continue;
                     }
                     r
@@ -580,7 +564,7 @@ impl Inner {
     /// Renews `token` in the background `refresh_before` its end (plus up to
     /// 10 % jitter). Stops when the token was replaced, the store is gone,
     /// the identity is parked, or the token expires first.
-    fn schedule_renewal(self: &Arc<Self>, key: Key, token: &Token) {
+    fn schedule_renewal(self: &Arc<Self>, key: Identity, token: &Token) {
         let before = self.config.tokens.refresh_before;
         if before.is_zero() {
             return;
@@ -602,7 +586,7 @@ impl Inner {
     }
 
     /// The renewal loop of one token, started `refresh_before` its end.
-    async fn renew(weak: std::sync::Weak<Self>, key: Key, serial: u64, expires: Instant) {
+    async fn renew(weak: std::sync::Weak<Self>, key: Identity, serial: u64, expires: Instant) {
         loop {
             let Some(inner) = weak.upgrade() else { return };
             if inner.retired.load(Ordering::Relaxed) {
@@ -630,7 +614,7 @@ impl Inner {
         }
     }
 
-    async fn replace_if_same(&self, key: Key, serial: u64, fresh: Arc<Token>) {
+    async fn replace_if_same(&self, key: Identity, serial: u64, fresh: Arc<Token>) {
         self.cache
             .entry(key)
             .and_compute_with(|entry| {
