@@ -17,17 +17,18 @@
 //! a clock read and two atomic loads. A token the cache drops or replaces
 //! is marked superseded, which sends the next call down the slow path.
 
+mod flight;
 pub mod gate;
 mod identity;
 pub mod login;
 mod renewal;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
-use futures_util::future::{BoxFuture, FutureExt as _, Shared};
+use futures_util::future::BoxFuture;
 use http::HeaderValue;
 use moka::future::Cache;
 use moka::ops::compute::{CompResult, Op};
@@ -38,6 +39,7 @@ use crate::config::{Config, PrincipalId, PrincipalKind};
 use crate::kmauthtoken::{CallerFields, Defaults, Prefix};
 use crate::metrics::Metrics;
 use crate::upstream::{HttpClient, Origin};
+use flight::Flights;
 use gate::{Closed, Gate, GateStatus};
 pub use identity::Identity;
 use identity::PerIdentity;
@@ -116,9 +118,6 @@ impl Expiry<Identity, Arc<Token>> for AtLifetimeEnd {
     }
 }
 
-/// A login under way, awaited by every caller that needs its token.
-type LoginUnderWay = Shared<BoxFuture<'static, Result<Arc<Token>, TokenError>>>;
-
 /// Cheap to clone; all clones share one store.
 #[derive(Clone)]
 pub struct TokenStore {
@@ -138,11 +137,9 @@ struct Inner {
     gates: PerIdentity<Arc<Gate>>,
     /// Metric label per identity.
     labels: PerIdentity<Arc<String>>,
-    /// Per identity: the login under way, if any. The cache's single
-    /// flight runs one caller's login future; kept here too, that login
-    /// survives its caller hanging up, and the next caller in line awaits
-    /// it instead of starting another.
-    under_way: PerIdentity<Mutex<Option<LoginUnderWay>>>,
+    /// The logins under way, joined by every caller (and renewal) that
+    /// needs the token of the same identity.
+    flights: Flights<Result<Arc<Token>, TokenError>>,
     defaults: Defaults,
     serial: AtomicU64,
     metrics: Arc<Metrics>,
@@ -170,7 +167,7 @@ impl TokenStore {
                 cache: Cache::builder().expire_after(AtLifetimeEnd).build(),
                 prepared: (0..n).map(|_| ArcSwapOption::empty()).collect(),
                 gates: PerIdentity::new(n, |_| Arc::new(Gate::default())),
-                under_way: PerIdentity::new(n, |_| Mutex::new(None)),
+                flights: Flights::new(n),
                 labels,
                 defaults,
                 origin,
@@ -420,26 +417,9 @@ impl Inner {
 
     /// Joins the login under way for `key`, or starts one.
     async fn login_once(self: &Arc<Self>, key: Identity) -> Result<Arc<Token>, TokenError> {
-        let slot = &self.under_way[key];
-        let login = {
-            let mut under_way = slot.lock().unwrap_or_else(PoisonError::into_inner);
-            match under_way.as_ref() {
-                // Not yet finished: finished ones are left only by a caller
-                // that hung up before it could clear the slot.
-                Some(login) if login.peek().is_none() => login.clone(),
-                _ => {
-                    let login = Arc::clone(self).login_task(key).shared();
-                    *under_way = Some(login.clone());
-                    login
-                }
-            }
-        };
-        let result = login.clone().await;
-        let mut under_way = slot.lock().unwrap_or_else(PoisonError::into_inner);
-        if under_way.as_ref().is_some_and(|l| l.ptr_eq(&login)) {
-            *under_way = None;
-        }
-        result
+        self.flights
+            .join_or_start(key, || Arc::clone(self).login_task(key))
+            .await
     }
 
     /// Removes the entry for `key` if it still holds token `serial`;
