@@ -17,6 +17,7 @@
 //! a clock read and two atomic loads. A token the cache drops or replaces
 //! is marked superseded, which sends the next call down the slow path.
 
+mod carry;
 mod flight;
 pub mod gate;
 mod identity;
@@ -185,68 +186,26 @@ impl TokenStore {
     /// (so a parked login stays parked unless its secret changed), and
     /// leaves `old` running (call [`TokenStore::retire`] on it once the new
     /// store serves). Returns the store and the names of identities that
-    /// start afresh.
+    /// start afresh. What is kept is decided by [`carry::carry`].
     pub async fn succeed(
         config: Arc<Config>,
         client: HttpClient,
         metrics: Arc<Metrics>,
         old: &TokenStore,
     ) -> Result<(Self, Vec<String>), String> {
+        let carry = carry::carry(&old.inner.config, &config);
         let mut fresh = Self::new(config, client, metrics)?;
-        let (new, prev) = (&fresh.inner.config, &old.inner.config);
-        // Logins go to the same site: lockout state still applies.
-        let same_site = new.upstream.base_url == prev.upstream.base_url
-            && new.upstream.site_name == prev.upstream.site_name
-            && new.upstream.api_version == prev.upstream.api_version;
-        let same_api_user = same_site
-            && new.api_user.login == prev.api_user.login
-            && new.api_user.password.same_value(&prev.api_user.password);
-        // An identity keeps its gate (a parked login stays parked) while its
-        // own credentials are unchanged; its token also needs the API user's
-        // to be unchanged (a user token is tied to the integration token).
-        let mut gates: Vec<(Identity, Identity)> = Vec::new();
-        let mut tokens: Vec<(Identity, Identity)> = Vec::new();
-        let mut restarted = Vec::new();
-        if same_api_user {
-            gates.push((Identity::ApiUser, Identity::ApiUser));
-            tokens.push((Identity::ApiUser, Identity::ApiUser));
-        } else {
-            restarted.push("api_user".to_owned());
-        }
-        for (p, principal) in new.principals.iter().enumerate() {
-            let PrincipalKind::User {
-                external_type,
-                user,
-                password,
-            } = &principal.kind
-            else {
-                continue;
-            };
-            let before = prev.principal_id(&principal.name).filter(|&q| {
-                matches!(&prev.principals[q].kind, PrincipalKind::User { external_type: t, user: u, password: pw }
-                    if t == external_type && u == user && pw.same_value(password))
-            });
-            match before {
-                Some(q) if same_site => {
-                    gates.push((Identity::User(q), Identity::User(p)));
-                    if same_api_user {
-                        tokens.push((Identity::User(q), Identity::User(p)));
-                    }
-                }
-                _ => restarted.push(principal.name.clone()),
-            }
-        }
         let inner = Arc::get_mut(&mut fresh.inner).ok_or("token store shared before use")?;
-        for (from, to) in gates {
+        for (from, to) in carry.gates {
             inner.gates[to] = Arc::clone(&old.inner.gates[from]);
         }
-        for (from, to) in tokens {
+        for (from, to) in carry.tokens {
             if let Some(token) = old.inner.cache.get(&from).await {
                 fresh.inner.cache.insert(to, Arc::clone(&token)).await;
                 fresh.inner.schedule_renewal(to, &token);
             }
         }
-        Ok((fresh, restarted))
+        Ok((fresh, carry.restarted))
     }
 
     /// Stops this store's renewal tasks: a reload has replaced it.
