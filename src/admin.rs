@@ -135,7 +135,7 @@ async fn reset(State(app): State<Arc<App>>, Path(name): Path<String>) -> Respons
     let live = app.live();
     match live.config.principal_id(&name) {
         Some(p) => {
-            live.tokens.reset(Identity::of(&live.config, p));
+            live.tokens.reset(Identity::of(&live.config, p)).await;
             tracing::info!(principal = %name, "reset by operator");
             (StatusCode::OK, Json(serde_json::json!({"reset": name}))).into_response()
         }

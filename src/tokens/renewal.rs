@@ -8,8 +8,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
-use moka::ops::compute::Op;
-
 use super::identity::Identity;
 use super::{gate, Inner, Token, TokenError};
 
@@ -45,14 +43,14 @@ impl Inner {
             if inner.retired.load(Ordering::Relaxed) {
                 return;
             }
-            match inner.cache.get(&key).await {
+            match inner.store.get(key).await {
                 Some(current) if current.serial == serial => {}
                 _ => return,
             }
             let wait = match inner.login_once(key).await {
                 Ok(fresh) => {
                     inner.metrics.renewal("scheduled");
-                    inner.replace_if_same(key, serial, fresh).await;
+                    inner.store.replace_if_same(key, serial, fresh).await;
                     return;
                 }
                 Err(TokenError::Parked { .. }) => return,
@@ -65,21 +63,5 @@ impl Inner {
             }
             tokio::time::sleep(wait).await;
         }
-    }
-
-    async fn replace_if_same(&self, key: Identity, serial: u64, fresh: Arc<Token>) {
-        self.cache
-            .entry(key)
-            .and_compute_with(|entry| {
-                let op = match entry {
-                    Some(e) if e.value().serial == serial => {
-                        e.value().superseded.store(true, Ordering::Release);
-                        Op::Put(fresh)
-                    }
-                    _ => Op::Nop,
-                };
-                std::future::ready(op)
-            })
-            .await;
     }
 }
