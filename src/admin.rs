@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use crate::app::App;
 use crate::config::{ExternalType, PrincipalKind};
 use crate::proxy::error::error_body;
-use crate::tokens::{Key, TokenStore};
+use crate::tokens::{Identity, TokenStore};
 
 /// The admin router.
 pub fn router(app: Arc<App>) -> Router {
@@ -43,10 +43,10 @@ pub async fn serve(
 /// background login attempt, which the login gate keeps bounded).
 async fn readyz(State(app): State<Arc<App>>) -> Response {
     let live = app.live();
-    if live.tokens.token_times(Key::Integration).await.is_some() {
+    if live.tokens.token_times(Identity::ApiUser).await.is_some() {
         return (StatusCode::OK, "ready\n").into_response();
     }
-    let gate = live.tokens.gate(None).status(Instant::now());
+    let gate = live.tokens.login_status(Identity::ApiUser);
     let reason = match (&gate.parked, gate.backoff_remaining_secs, &gate.last_error) {
         (Some(r), _, _) => format!("API user login rejected: {r}"),
         (None, Some(s), e) => format!(
@@ -80,15 +80,9 @@ struct PrincipalStatus {
     gate: crate::tokens::gate::GateStatus,
 }
 
-async fn one_status(
-    tokens: &TokenStore,
-    name: String,
-    kind: &'static str,
-    key: Key,
-    gate_of: Option<usize>,
-) -> PrincipalStatus {
-    let times = tokens.token_times(key).await;
-    let gate = tokens.gate(gate_of).status(Instant::now());
+async fn one_status(tokens: &TokenStore, name: String, kind: &'static str, who: Identity) -> PrincipalStatus {
+    let times = tokens.token_times(who).await;
+    let gate = tokens.login_status(who);
     let state = if gate.parked.is_some() {
         "parked"
     } else if gate.backoff_remaining_secs.is_some() {
@@ -115,25 +109,20 @@ async fn status(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
         tokens,
         live.config.api_user.login.clone(),
         "api_user",
-        Key::Integration,
-        None,
+        Identity::ApiUser,
     )
     .await;
     let mut principals = Vec::with_capacity(live.config.principals.len());
     for (i, p) in live.config.principals.iter().enumerate() {
-        let name = p.name.clone();
-        let s = match &p.kind {
-            PrincipalKind::User { external_type, .. } => {
-                let kind = match external_type {
-                    ExternalType::Account => "account",
-                    ExternalType::Contact => "contact",
-                };
-                one_status(tokens, name, kind, Key::User(i), Some(i)).await
-            }
-            PrincipalKind::Anonymous => one_status(tokens, name, "anonymous", Key::Integration, None).await,
-            PrincipalKind::Bearer => one_status(tokens, name, "bearer", Key::Integration, None).await,
+        let kind = match &p.kind {
+            PrincipalKind::User { external_type, .. } => match external_type {
+                ExternalType::Account => "account",
+                ExternalType::Contact => "contact",
+            },
+            PrincipalKind::Anonymous => "anonymous",
+            PrincipalKind::Bearer => "bearer",
         };
-        principals.push(s);
+        principals.push(one_status(tokens, p.name.clone(), kind, Identity::of(&live.config, i)).await);
     }
     Json(serde_json::json!({
         "api_user": api_user,
@@ -146,7 +135,7 @@ async fn reset(State(app): State<Arc<App>>, Path(name): Path<String>) -> Respons
     let live = app.live();
     match live.config.principal_id(&name) {
         Some(p) => {
-            live.tokens.reset(p);
+            live.tokens.reset(Identity::of(&live.config, p)).await;
             tracing::info!(principal = %name, "reset by operator");
             (StatusCode::OK, Json(serde_json::json!({"reset": name}))).into_response()
         }

@@ -47,8 +47,6 @@ pub enum BuildError {
     Client(#[from] upstream::ClientError),
     #[error(transparent)]
     Origin(#[from] upstream::OriginError),
-    #[error("token store: {0}")]
-    Tokens(String),
 }
 
 impl Live {
@@ -88,8 +86,7 @@ impl App {
     pub fn new(config: Arc<Config>) -> Result<Arc<Self>, BuildError> {
         let metrics = Arc::new(Metrics::new());
         let client = upstream::client(&config.upstream)?;
-        let tokens =
-            TokenStore::new(Arc::clone(&config), client.clone(), Arc::clone(&metrics)).map_err(BuildError::Tokens)?;
+        let tokens = TokenStore::new(Arc::clone(&config), client.clone(), Arc::clone(&metrics))?;
         Ok(Arc::new(Self {
             live: ArcSwap::from_pointee(Live::build(config, tokens, client, &metrics)?),
             metrics,
@@ -114,8 +111,7 @@ impl App {
             Arc::clone(&self.metrics),
             &old.tokens,
         )
-        .await
-        .map_err(BuildError::Tokens)?;
+        .await?;
         self.live
             .store(Arc::new(Live::build(config, tokens, client, &self.metrics)?));
         // Only now: had the build failed, the old store would still serve.

@@ -1,52 +1,57 @@
 //! The token store: every principal's Knowledge Advanced tokens, and the
-//! prepared `kmauthtoken` value that carries them.
+//! prepared `kmauthtoken` value that carries them. [`TokenStore`] is all
+//! the rest of kmproxy sees; the data path calls only
+//! [`TokenStore::credentials`], [`TokenStore::invalidate`] and
+//! [`TokenStore::defaults`].
 //!
-//! Tokens live in a [`moka`] cache keyed by [`Key`] (the one integration
-//! token, and a user token per console or web user principal); each entry
-//! expires when its lifetime ends, and no token past that point is handed
-//! out. Concurrent misses for one key share one login (`try_get_with`).
-//! A background task renews each token `refresh_before` its end, with a
-//! little jitter; if renewal fails the old token serves until it expires.
-//! After a session error the caller drops exactly the tokens it used
-//! ([`TokenStore::invalidate`]), never a newer one. Logins pass through a
-//! per-identity [`gate::Gate`] that enforces lockout safety.
+//! The request path rarely goes further than this file: each principal's
+//! prepared [`Credentials`] (tokens plus the finished `kmauthtoken` value)
+//! are used as they are while both tokens are live, which costs an
+//! `ArcSwap` load, a clock read and two atomic loads. A token the store
+//! drops or replaces is marked superseded, which sends the next call down
+//! the slow path. After a session error the caller drops exactly the
+//! tokens it used ([`TokenStore::invalidate`]), never a newer one.
 //!
-//! The request path rarely touches the cache: each principal's prepared
-//! [`Credentials`] (tokens plus the finished `kmauthtoken` value) are used
-//! as they are while both tokens are live, which costs an `ArcSwap` load,
-//! a clock read and two atomic loads. A token the cache drops or replaces
-//! is marked superseded, which sends the next call down the slow path.
+//! # Layout
+//!
+//! - `identity`: [`Identity`] (the API user or one user principal), and the
+//!   table with one slot per identity.
+//! - `backend`: where tokens and login verdicts are kept, the seam a
+//!   shared store (fleet mode) fills; its doc says what that implements.
+//! - `obtain`: a live token for an identity: the held one, or one login
+//!   through the lockout gate.
+//! - `flight`: at most one login under way per identity, joined by all.
+//! - `renewal`: logging in again `refresh_before` a token's end.
+//! - `carry`: what a reload keeps (tokens, lockout state).
+//! - [`gate`]: one identity's lockout state (parked, backoff).
+//! - [`login`]: the two upstream login calls.
 
+mod backend;
+mod carry;
+mod flight;
 pub mod gate;
+mod identity;
 pub mod login;
+mod obtain;
+mod renewal;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
-use futures_util::future::{BoxFuture, FutureExt as _, Shared};
 use http::HeaderValue;
-use moka::future::Cache;
-use moka::ops::compute::{CompResult, Op};
-use moka::Expiry;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::{Config, PrincipalId, PrincipalKind};
 use crate::kmauthtoken::{CallerFields, Defaults, Prefix};
 use crate::metrics::Metrics;
-use crate::upstream::{HttpClient, Origin};
-use gate::{Closed, Gate};
-use login::LoginError;
-
-/// What a cache entry holds a token for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Key {
-    /// The API user's integration token (shared by every principal).
-    Integration,
-    /// A console or web user principal's user token.
-    User(PrincipalId),
-}
+use crate::upstream::{HttpClient, Origin, OriginError};
+use backend::{LocalStore, VerdictKey};
+use flight::Flights;
+use gate::GateStatus;
+pub use identity::Identity;
+use identity::PerIdentity;
 
 /// One token from the upstream.
 #[derive(Debug)]
@@ -76,13 +81,41 @@ impl Token {
 #[derive(Debug)]
 pub struct Credentials {
     integration: Arc<Token>,
+    /// A user principal's user token; `None` for the others.
     user: Option<Arc<Token>>,
+    /// The header's token part, finished per call with the caller's fields.
     prefix: Prefix,
     /// The full header value for calls that bring no `kmauthtoken`.
     header: HeaderValue,
 }
 
 impl Credentials {
+    /// Credentials carrying these tokens, with their header made once.
+    fn prepare(config: &Config, defaults: &Defaults, integration: Arc<Token>, user: Option<Arc<Token>>) -> Self {
+        let prefix = Prefix::new(
+            &config.upstream.site_name,
+            integration.value.expose_secret(),
+            user.as_ref().map(|u| u.value.expose_secret()),
+        );
+        let header = prefix.finish(&CallerFields::default(), defaults);
+        Self {
+            integration,
+            user,
+            prefix,
+            header,
+        }
+    }
+
+    /// Whether these are the credentials of exactly these tokens.
+    fn holds(&self, integration: &Arc<Token>, user: Option<&Arc<Token>>) -> bool {
+        let same_user = match (&self.user, user) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        same_user && Arc::ptr_eq(&self.integration, integration)
+    }
+
     /// The `kmauthtoken` value for a call, merging the caller's fields if any.
     pub fn kmauthtoken(&self, caller: Option<&CallerFields>, defaults: &Defaults) -> HeaderValue {
         match caller {
@@ -108,22 +141,6 @@ pub enum TokenError {
     Timeout { principal: String, timeout: Duration },
 }
 
-/// Expires each cache entry when its token's lifetime ends.
-struct AtLifetimeEnd;
-
-impl Expiry<Key, Arc<Token>> for AtLifetimeEnd {
-    fn expire_after_create(&self, _: &Key, t: &Arc<Token>, now: Instant) -> Option<Duration> {
-        Some(t.expires.saturating_duration_since(now))
-    }
-
-    fn expire_after_update(&self, _: &Key, t: &Arc<Token>, now: Instant, _: Option<Duration>) -> Option<Duration> {
-        Some(t.expires.saturating_duration_since(now))
-    }
-}
-
-/// A login under way, awaited by every caller that needs its token.
-type LoginUnderWay = Shared<BoxFuture<'static, Result<Arc<Token>, TokenError>>>;
-
 /// Cheap to clone; all clones share one store.
 #[derive(Clone)]
 pub struct TokenStore {
@@ -135,21 +152,17 @@ struct Inner {
     client: HttpClient,
     /// Where logins go (`base_url`).
     origin: Origin,
-    cache: Cache<Key, Arc<Token>>,
+    /// The tokens and login verdicts: the seam a shared store fills.
+    store: LocalStore,
     /// Per principal: the last prepared credentials, rebuilt when a token changes.
     prepared: Box<[ArcSwapOption<Credentials>]>,
-    /// Index 0: the API user; 1 + p: principal p. Shared with the store
-    /// that replaces this one on reload when the identity is unchanged, so
-    /// a parked login stays parked.
-    gates: Box<[Arc<Gate>]>,
-    /// Metric label per gate index.
-    labels: Box<[Arc<String>]>,
-    /// Per gate index: the login under way, if any. The cache's single
-    /// flight runs one caller's login future; kept here too, that login
-    /// survives its caller hanging up, and the next caller in line awaits
-    /// it instead of starting another.
-    under_way: Box<[Mutex<Option<LoginUnderWay>>]>,
+    /// Metric label per identity.
+    labels: PerIdentity<Arc<String>>,
+    /// The logins under way, joined by every caller (and renewal) that
+    /// needs the token of the same identity.
+    flights: Flights<Result<Arc<Token>, TokenError>>,
     defaults: Defaults,
+    /// The next token's serial.
     serial: AtomicU64,
     metrics: Arc<Metrics>,
     /// Set when a reload replaced this store: its renewal tasks stop.
@@ -158,23 +171,34 @@ struct Inner {
 
 impl TokenStore {
     /// A store for `config`, logging in through `client`.
-    pub fn new(config: Arc<Config>, client: HttpClient, metrics: Arc<Metrics>) -> Result<Self, String> {
-        let origin = client.origin(&config.upstream.base_url).map_err(|e| e.to_string())?;
+    pub fn new(config: Arc<Config>, client: HttpClient, metrics: Arc<Metrics>) -> Result<Self, OriginError> {
+        let store = LocalStore::new(config.principals.len());
+        Self::build(config, client, metrics, store)
+    }
+
+    fn build(
+        config: Arc<Config>,
+        client: HttpClient,
+        metrics: Arc<Metrics>,
+        store: LocalStore,
+    ) -> Result<Self, OriginError> {
+        let origin = client.origin(&config.upstream.base_url)?;
         let n = config.principals.len();
         let defaults = Defaults {
             extra: config.upstream.kmauthtoken_extra.clone(),
             locale: config.upstream.locale.clone(),
         };
-        let labels = std::iter::once("api_user".to_owned())
-            .chain(config.principals.iter().map(|p| p.name.clone()))
-            .map(Arc::new)
-            .collect();
+        let labels = PerIdentity::new(n, |who| {
+            Arc::new(match who {
+                Identity::ApiUser => "api_user".to_owned(),
+                Identity::User(p) => config.principals[p].name.clone(),
+            })
+        });
         Ok(Self {
             inner: Arc::new(Inner {
-                cache: Cache::builder().expire_after(AtLifetimeEnd).build(),
+                store,
                 prepared: (0..n).map(|_| ArcSwapOption::empty()).collect(),
-                gates: (0..=n).map(|_| Arc::new(Gate::default())).collect(),
-                under_way: (0..=n).map(|_| Mutex::new(None)).collect(),
+                flights: Flights::new(n),
                 labels,
                 defaults,
                 origin,
@@ -192,68 +216,26 @@ impl TokenStore {
     /// (so a parked login stays parked unless its secret changed), and
     /// leaves `old` running (call [`TokenStore::retire`] on it once the new
     /// store serves). Returns the store and the names of identities that
-    /// start afresh.
+    /// start afresh. What is kept is decided by [`carry::carry`].
     pub async fn succeed(
         config: Arc<Config>,
         client: HttpClient,
         metrics: Arc<Metrics>,
         old: &TokenStore,
-    ) -> Result<(Self, Vec<String>), String> {
-        let mut fresh = Self::new(config, client, metrics)?;
-        let (new, prev) = (&fresh.inner.config, &old.inner.config);
-        // Logins go to the same site: lockout state still applies.
-        let same_site = new.upstream.base_url == prev.upstream.base_url
-            && new.upstream.site_name == prev.upstream.site_name
-            && new.upstream.api_version == prev.upstream.api_version;
-        let same_api_user = same_site
-            && new.api_user.login == prev.api_user.login
-            && new.api_user.password.same_value(&prev.api_user.password);
-        // An identity keeps its gate (a parked login stays parked) while its
-        // own credentials are unchanged; its token also needs the API user's
-        // to be unchanged (a user token is tied to the integration token).
-        let mut gates: Vec<(usize, usize)> = Vec::new();
-        let mut tokens: Vec<(Key, Key)> = Vec::new();
-        let mut restarted = Vec::new();
-        if same_api_user {
-            gates.push((0, 0));
-            tokens.push((Key::Integration, Key::Integration));
-        } else {
-            restarted.push("api_user".to_owned());
+    ) -> Result<(Self, Vec<String>), OriginError> {
+        let (prev, carry) = (&old.inner, carry::carry(&old.inner.config, &config));
+        let mut store = LocalStore::new(config.principals.len());
+        for (from, to) in carry.gates {
+            store.adopt_verdict(to, &prev.store, from);
         }
-        for (p, principal) in new.principals.iter().enumerate() {
-            let PrincipalKind::User {
-                external_type,
-                user,
-                password,
-            } = &principal.kind
-            else {
-                continue;
-            };
-            let before = prev.principal_id(&principal.name).filter(|&q| {
-                matches!(&prev.principals[q].kind, PrincipalKind::User { external_type: t, user: u, password: pw }
-                    if t == external_type && u == user && pw.same_value(password))
-            });
-            match before {
-                Some(q) if same_site => {
-                    gates.push((1 + q, 1 + p));
-                    if same_api_user {
-                        tokens.push((Key::User(q), Key::User(p)));
-                    }
-                }
-                _ => restarted.push(principal.name.clone()),
-            }
-        }
-        let inner = Arc::get_mut(&mut fresh.inner).ok_or("token store shared before use")?;
-        for (from, to) in gates {
-            inner.gates[to] = Arc::clone(&old.inner.gates[from]);
-        }
-        for (from, to) in tokens {
-            if let Some(token) = old.inner.cache.get(&from).await {
-                fresh.inner.cache.insert(to, Arc::clone(&token)).await;
+        let fresh = Self::build(config, client, metrics, store)?;
+        for (from, to) in carry.tokens {
+            if let Some(token) = prev.store.get(from).await {
+                fresh.inner.store.put(to, Arc::clone(&token)).await;
                 fresh.inner.schedule_renewal(to, &token);
             }
         }
-        Ok((fresh, restarted))
+        Ok((fresh, carry.restarted))
     }
 
     /// Stops this store's renewal tasks: a reload has replaced it.
@@ -264,7 +246,7 @@ impl TokenStore {
     /// Fetches the integration token (logging in if needed), which every
     /// principal needs: the warm-up at start and on a failing `/readyz`.
     pub async fn warm(&self) -> Result<(), TokenError> {
-        self.inner.token(Key::Integration).await.map(|_| ())
+        self.inner.token(Identity::ApiUser).await.map(|_| ())
     }
 
     /// The configured, token-independent `kmauthtoken` fields.
@@ -295,32 +277,16 @@ impl TokenStore {
         // The user token first: its login may find the integration token
         // stale and replace it, and the value read next is then the new one.
         let user = match inner.config.principals[p].kind {
-            PrincipalKind::User { .. } => Some(inner.token(Key::User(p)).await?),
+            PrincipalKind::User { .. } => Some(inner.token(Identity::User(p)).await?),
             _ => None,
         };
-        let integration = inner.token(Key::Integration).await?;
+        let integration = inner.token(Identity::ApiUser).await?;
         if let Some(c) = slot.load().as_ref() {
-            let same_user = match (&c.user, &user) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                (None, None) => true,
-                _ => false,
-            };
-            if same_user && Arc::ptr_eq(&c.integration, &integration) {
+            if c.holds(&integration, user.as_ref()) {
                 return Ok(Arc::clone(c));
             }
         }
-        let prefix = Prefix::new(
-            &inner.config.upstream.site_name,
-            integration.value.expose_secret(),
-            user.as_ref().map(|u| u.value.expose_secret()),
-        );
-        let header = prefix.finish(&CallerFields::default(), &inner.defaults);
-        let fresh = Arc::new(Credentials {
-            integration,
-            user,
-            prefix,
-            header,
-        });
+        let fresh = Arc::new(Credentials::prepare(&inner.config, &inner.defaults, integration, user));
         slot.store(Some(Arc::clone(&fresh)));
         Ok(fresh)
     }
@@ -329,11 +295,15 @@ impl TokenStore {
     /// newer token already replaced them.
     pub async fn invalidate(&self, p: PrincipalId, used: &Credentials) {
         let inner = &self.inner;
-        if inner.remove_if_same(Key::Integration, used.integration.serial).await {
+        if inner
+            .store
+            .remove_if_same(Identity::ApiUser, used.integration.serial)
+            .await
+        {
             inner.metrics.renewal("session_error");
         }
         if let Some(user) = &used.user {
-            if inner.remove_if_same(Key::User(p), user.serial).await {
+            if inner.store.remove_if_same(Identity::User(p), user.serial).await {
                 inner.metrics.renewal("session_error");
             }
         }
@@ -344,305 +314,53 @@ impl TokenStore {
         &self.inner.config
     }
 
-    /// Un-parks principal `p` (and the API user it depends on).
-    pub fn reset(&self, p: PrincipalId) {
-        self.inner.gates[0].reset();
-        self.inner.gates[1 + p].reset();
+    /// Un-parks `who` (and the API user every identity depends on).
+    pub async fn reset(&self, who: Identity) {
+        let inner = &self.inner;
+        inner.store.reset(inner.verdict_key(Identity::ApiUser)).await;
+        inner.store.reset(inner.verdict_key(who)).await;
     }
 
-    /// The login gate of principal `p` (`None` = the API user).
-    pub fn gate(&self, p: Option<PrincipalId>) -> &Gate {
-        &self.inner.gates[p.map_or(0, |p| p + 1)]
+    /// The login history and lockout state of `who`.
+    pub fn login_status(&self, who: Identity) -> GateStatus {
+        self.inner
+            .store
+            .login_status(self.inner.verdict_key(who), Instant::now())
     }
 
-    /// Issue and expiry of the token behind `key`, if one is held.
-    pub async fn token_times(&self, key: Key) -> Option<(SystemTime, SystemTime)> {
-        let t = self.inner.cache.get(&key).await?;
+    /// Issue and expiry of the token of `who`, if one is held.
+    pub async fn token_times(&self, who: Identity) -> Option<(SystemTime, SystemTime)> {
+        let t = self.inner.store.get(who).await?;
         let lifetime = t.expires.saturating_duration_since(t.issued);
         Some((t.issued_at, t.issued_at + lifetime))
     }
 
     /// Tokens held right now.
     pub async fn cached_tokens(&self) -> u64 {
-        self.inner.cache.run_pending_tasks().await;
-        self.inner.cache.entry_count()
+        self.inner.store.token_count().await
     }
 
     /// How many login identities (the API user included) are parked.
     pub fn parked(&self) -> usize {
-        self.inner.gates.iter().filter(|g| g.is_parked()).count()
+        self.inner.store.parked()
     }
 }
 
 impl Inner {
-    fn index(key: Key) -> usize {
-        match key {
-            Key::Integration => 0,
-            Key::User(p) => 1 + p,
+    fn count_login(&self, who: Identity, outcome: &'static str) {
+        self.metrics.login(&self.labels[who], outcome);
+    }
+
+    fn name_of(&self, who: Identity) -> String {
+        match who {
+            Identity::ApiUser => format!("api_user ({})", self.config.api_user.login),
+            Identity::User(p) => self.config.principals[p].name.clone(),
         }
     }
 
-    fn gate_for(&self, key: Key) -> &Gate {
-        &self.gates[Self::index(key)]
-    }
-
-    fn count_login(&self, key: Key, outcome: &'static str) {
-        self.metrics.login(&self.labels[Self::index(key)], outcome);
-    }
-
-    fn name_of(&self, key: Key) -> String {
-        match key {
-            Key::Integration => format!("api_user ({})", self.config.api_user.login),
-            Key::User(p) => self.config.principals[p].name.clone(),
-        }
-    }
-
-    /// A live token for `key`: the cached one, or one fresh login shared by
-    /// every concurrent caller.
-    async fn token(self: &Arc<Self>, key: Key) -> Result<Arc<Token>, TokenError> {
-        if let Some(t) = self.cache.get(&key).await {
-            if t.live(Instant::now()) {
-                return Ok(t);
-            }
-            self.remove_if_same(key, t.serial).await;
-        }
-        let this = Arc::clone(self);
-        self.cache
-            .try_get_with(key, async move { this.login_once(key).await })
-            .await
-            .map_err(|e| (*e).clone())
-    }
-
-    /// [`Inner::login`] as a task of its own: it runs to its end whoever
-    /// waits for it, holds the store only while it runs, and a panic in
-    /// it is a failed login, not a poisoned one. (The type is spelled out:
-    /// a user login needs the integration token, which may need a login,
-    /// so the compiler cannot infer `Send` through the cycle.)
-    fn login_task(self: Arc<Self>, key: Key) -> BoxFuture<'static, Result<Arc<Token>, TokenError>> {
-        let principal = self.name_of(key);
-        let task = tokio::spawn(
-            Box::pin(async move { self.login(key).await }) as BoxFuture<'static, Result<Arc<Token>, TokenError>>
-        );
-        Box::pin(async move {
-            task.await.unwrap_or_else(|e| {
-                Err(TokenError::Failed {
-                    principal,
-                    reason: format!("login task ended: {e}"),
-                })
-            })
-        })
-    }
-
-    /// Joins the login under way for `key`, or starts one.
-    async fn login_once(self: &Arc<Self>, key: Key) -> Result<Arc<Token>, TokenError> {
-        let slot = &self.under_way[Self::index(key)];
-        let login = {
-            let mut under_way = slot.lock().unwrap_or_else(PoisonError::into_inner);
-            match under_way.as_ref() {
-                // Not yet finished: finished ones are left only by a caller
-                // that hung up before it could clear the slot.
-                Some(login) if login.peek().is_none() => login.clone(),
-                _ => {
-                    let login = Arc::clone(self).login_task(key).shared();
-                    *under_way = Some(login.clone());
-                    login
-                }
-            }
-        };
-        let result = login.clone().await;
-        let mut under_way = slot.lock().unwrap_or_else(PoisonError::into_inner);
-        if under_way.as_ref().is_some_and(|l| l.ptr_eq(&login)) {
-            *under_way = None;
-        }
-        result
-    }
-
-    /// Removes the entry for `key` if it still holds token `serial`;
-    /// returns whether it did.
-    async fn remove_if_same(&self, key: Key, serial: u64) -> bool {
-        let result = self
-            .cache
-            .entry(key)
-            .and_compute_with(|entry| {
-                let op = match entry {
-                    Some(e) if e.value().serial == serial => {
-                        e.value().superseded.store(true, Ordering::Release);
-                        Op::Remove
-                    }
-                    _ => Op::Nop,
-                };
-                std::future::ready(op)
-            })
-            .await;
-        matches!(result, CompResult::Removed(_))
-    }
-
-    /// One login through the gate; schedules the new token's renewal.
-    async fn login(self: &Arc<Self>, key: Key) -> Result<Arc<Token>, TokenError> {
-        let gate = self.gate_for(key);
-        let principal = || self.name_of(key);
-        gate.check(Instant::now()).map_err(|closed| match closed {
-            Closed::Parked(reason) => TokenError::Parked {
-                principal: principal(),
-                reason,
-            },
-            Closed::Backoff(retry_after) => TokenError::Backoff {
-                principal: principal(),
-                retry_after,
-            },
-        })?;
-        let mut retried_stale = false;
-        loop {
-            let issued = Instant::now();
-            let issued_at = SystemTime::now();
-            let result = match key {
-                Key::Integration => login::integration(&self.client, &self.origin, &self.config).await,
-                Key::User(p) => {
-                    let integration = Box::pin(self.token(Key::Integration)).await?;
-                    let PrincipalKind::User {
-                        external_type,
-                        user,
-                        password,
-                    } = &self.config.principals[p].kind
-                    else {
-                        return Err(TokenError::Failed {
-                            principal: principal(),
-                            reason: "not a user principal".into(),
-                        });
-                    };
-                    let r = login::user(
-                        &self.client,
-                        &self.origin,
-                        &self.config,
-                        integration.value.expose_secret(),
-                        *external_type,
-                        user,
-                        password.expose(),
-                    )
-                    .await;
-                    if matches!(r, Err(LoginError::StaleIntegration)) && !retried_stale {
-                        // The integration token died early: drop it and
-                        // try once more with a fresh one.
-                        retried_stale = true;
-                        self.remove_if_same(Key::Integration, integration.serial).await;
-                        continue;
-                    }
-                    r
-                }
-            };
-            return match result {
-                Ok(value) => {
-                    gate.succeeded();
-                    self.count_login(key, "ok");
-                    tracing::info!(principal = %principal(), "logged in");
-                    let token = Arc::new(Token {
-                        value,
-                        serial: self.serial.fetch_add(1, Ordering::Relaxed),
-                        issued,
-                        expires: issued + self.config.tokens.lifetime,
-                        issued_at,
-                        superseded: AtomicBool::new(false),
-                    });
-                    self.schedule_renewal(key, &token);
-                    Ok(token)
-                }
-                Err(LoginError::Rejected(reason)) => {
-                    tracing::error!(principal = %principal(), %reason, "login rejected; parked until its secret changes or it is reset");
-                    gate.rejected(reason.clone());
-                    self.count_login(key, "rejected");
-                    Err(TokenError::Parked {
-                        principal: principal(),
-                        reason,
-                    })
-                }
-                Err(LoginError::Timeout(timeout)) => {
-                    self.count_login(key, "failed");
-                    gate.failed(format!("timed out after {timeout:?}"), Instant::now());
-                    Err(TokenError::Timeout {
-                        principal: principal(),
-                        timeout,
-                    })
-                }
-                Err(e) => {
-                    self.count_login(key, "failed");
-                    let reason = e.to_string();
-                    let wait = gate.failed(reason.clone(), Instant::now());
-                    tracing::warn!(principal = %principal(), %reason, backoff = ?wait, "login failed");
-                    Err(TokenError::Failed {
-                        principal: principal(),
-                        reason,
-                    })
-                }
-            };
-        }
-    }
-
-    /// Renews `token` in the background `refresh_before` its end (plus up to
-    /// 10 % jitter). Stops when the token was replaced, the store is gone,
-    /// the identity is parked, or the token expires first.
-    fn schedule_renewal(self: &Arc<Self>, key: Key, token: &Token) {
-        let before = self.config.tokens.refresh_before;
-        if before.is_zero() {
-            return;
-        }
-        // Jitter takes up to 10 % off the lead, never adds to it: with
-        // `refresh_before` close to the lifetime, an added 10 % could put
-        // the renewal before the login itself.
-        let lead = before - before.mul_f64(rand::random::<f64>() * 0.1);
-        let Some(at) = token.expires.checked_sub(lead) else {
-            return;
-        };
-        let (weak, serial, expires) = (Arc::downgrade(self), token.serial, token.expires);
-        tokio::spawn(async move {
-            tokio::time::sleep_until(at.into()).await;
-            // Boxed: the task sleeps for most of a day with only the small
-            // state above; the login's large future exists only while it runs.
-            Box::pin(Self::renew(weak, key, serial, expires)).await;
-        });
-    }
-
-    /// The renewal loop of one token, started `refresh_before` its end.
-    async fn renew(weak: std::sync::Weak<Self>, key: Key, serial: u64, expires: Instant) {
-        loop {
-            let Some(inner) = weak.upgrade() else { return };
-            if inner.retired.load(Ordering::Relaxed) {
-                return;
-            }
-            match inner.cache.get(&key).await {
-                Some(current) if current.serial == serial => {}
-                _ => return,
-            }
-            let wait = match inner.login_once(key).await {
-                Ok(fresh) => {
-                    inner.metrics.renewal("scheduled");
-                    inner.replace_if_same(key, serial, fresh).await;
-                    return;
-                }
-                Err(TokenError::Parked { .. }) => return,
-                Err(TokenError::Backoff { retry_after, .. }) => retry_after,
-                Err(_) => gate::BACKOFF_MIN,
-            };
-            drop(inner);
-            if Instant::now() + wait >= expires {
-                return; // the next call after expiry logs in on demand
-            }
-            tokio::time::sleep(wait).await;
-        }
-    }
-
-    async fn replace_if_same(&self, key: Key, serial: u64, fresh: Arc<Token>) {
-        self.cache
-            .entry(key)
-            .and_compute_with(|entry| {
-                let op = match entry {
-                    Some(e) if e.value().serial == serial => {
-                        e.value().superseded.store(true, Ordering::Release);
-                        Op::Put(fresh)
-                    }
-                    _ => Op::Nop,
-                };
-                std::future::ready(op)
-            })
-            .await;
+    /// Whose verdict the logins of `who` consult: the one place that would
+    /// derive a credential key from the config instead (see [`backend`]).
+    fn verdict_key(&self, who: Identity) -> VerdictKey {
+        who
     }
 }

@@ -1,0 +1,192 @@
+//! Obtaining a live token for an identity: the held one, or one login
+//! shared by every caller that needs it ([`Flights`](super::flight::Flights)
+//! inside the store's single flight), let through by the identity's
+//! lockout verdict and recorded there. A user login that finds the
+//! integration token stale drops it and tries once more with a fresh one.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use futures_util::future::BoxFuture;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::gate::Closed;
+use super::identity::Identity;
+use super::login::{self, LoginError};
+use super::{Inner, Token, TokenError};
+use crate::config::{PrincipalId, PrincipalKind};
+
+/// When a login was sent, by both clocks.
+#[derive(Clone, Copy)]
+struct Sent {
+    at: Instant,
+    wall: SystemTime,
+}
+
+impl Sent {
+    fn now() -> Self {
+        Self {
+            at: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+}
+
+impl Inner {
+    /// A live token for `who`: the held one, or one fresh login shared by
+    /// every concurrent caller.
+    pub(super) async fn token(self: &Arc<Self>, who: Identity) -> Result<Arc<Token>, TokenError> {
+        if let Some(t) = self.store.get(who).await {
+            if t.live(Instant::now()) {
+                return Ok(t);
+            }
+            self.store.remove_if_same(who, t.serial).await;
+        }
+        let this = Arc::clone(self);
+        self.store
+            .get_with(who, async move { this.login_once(who).await })
+            .await
+    }
+
+    /// Joins the login under way for `who`, or starts one.
+    pub(super) async fn login_once(self: &Arc<Self>, who: Identity) -> Result<Arc<Token>, TokenError> {
+        self.flights
+            .join_or_start(who, || Arc::clone(self).login_task(who))
+            .await
+    }
+
+    /// [`Inner::login`] as a task of its own: it runs to its end whoever
+    /// waits for it, holds the store only while it runs, and a panic in
+    /// it is a failed login, not a poisoned one. (The type is spelled out:
+    /// a user login needs the integration token, which may need a login,
+    /// so the compiler cannot infer `Send` through the cycle.)
+    fn login_task(self: Arc<Self>, who: Identity) -> BoxFuture<'static, Result<Arc<Token>, TokenError>> {
+        let principal = self.name_of(who);
+        let task = tokio::spawn(
+            Box::pin(async move { self.login(who).await }) as BoxFuture<'static, Result<Arc<Token>, TokenError>>
+        );
+        Box::pin(async move {
+            task.await.unwrap_or_else(|e| {
+                Err(TokenError::Failed {
+                    principal,
+                    reason: format!("login task ended: {e}"),
+                })
+            })
+        })
+    }
+
+    /// One login through the verdict gate; schedules the new token's renewal.
+    async fn login(self: &Arc<Self>, who: Identity) -> Result<Arc<Token>, TokenError> {
+        let key = self.verdict_key(who);
+        self.store
+            .check(key, Instant::now())
+            .await
+            .map_err(|closed| match closed {
+                Closed::Parked(reason) => TokenError::Parked {
+                    principal: self.name_of(who),
+                    reason,
+                },
+                Closed::Backoff(retry_after) => TokenError::Backoff {
+                    principal: self.name_of(who),
+                    retry_after,
+                },
+            })?;
+        let (sent, result) = match who {
+            Identity::ApiUser => {
+                let sent = Sent::now();
+                (sent, login::integration(&self.client, &self.origin, &self.config).await)
+            }
+            Identity::User(p) => self.user_login(p).await?,
+        };
+        self.record(who, sent, result).await
+    }
+
+    /// The user login of principal `p`, carrying the integration token;
+    /// tried once more with a fresh one if that token was stale.
+    async fn user_login(
+        self: &Arc<Self>,
+        p: PrincipalId,
+    ) -> Result<(Sent, Result<SecretString, LoginError>), TokenError> {
+        let PrincipalKind::User {
+            external_type,
+            user,
+            password,
+        } = &self.config.principals[p].kind
+        else {
+            return Err(TokenError::Failed {
+                principal: self.name_of(Identity::User(p)),
+                reason: "not a user principal".into(),
+            });
+        };
+        let mut retried_stale = false;
+        loop {
+            let sent = Sent::now();
+            let integration = Box::pin(self.token(Identity::ApiUser)).await?;
+            let (client, origin, config) = (&self.client, &self.origin, &self.config);
+            let token = integration.value.expose_secret();
+            let result = login::user(client, origin, config, token, *external_type, user, password.expose()).await;
+            if matches!(result, Err(LoginError::StaleIntegration)) && !retried_stale {
+                // The integration token died early: drop it and try once
+                // more with a fresh one.
+                retried_stale = true;
+                self.store.remove_if_same(Identity::ApiUser, integration.serial).await;
+                continue;
+            }
+            return Ok((sent, result));
+        }
+    }
+
+    /// Records a login's outcome at the gate and in the metrics; a token
+    /// is minted and its renewal scheduled.
+    async fn record(
+        self: &Arc<Self>,
+        who: Identity,
+        sent: Sent,
+        result: Result<SecretString, LoginError>,
+    ) -> Result<Arc<Token>, TokenError> {
+        let (key, principal) = (self.verdict_key(who), self.name_of(who));
+        match result {
+            Ok(value) => {
+                self.store.succeeded(key).await;
+                self.count_login(who, "ok");
+                tracing::info!(%principal, "logged in");
+                let token = self.mint(value, sent);
+                self.schedule_renewal(who, &token);
+                Ok(token)
+            }
+            Err(LoginError::Rejected(reason)) => {
+                tracing::error!(%principal, %reason, "login rejected; parked until its secret changes or it is reset");
+                self.store.rejected(key, reason.clone()).await;
+                self.count_login(who, "rejected");
+                Err(TokenError::Parked { principal, reason })
+            }
+            Err(LoginError::Timeout(timeout)) => {
+                self.count_login(who, "failed");
+                self.store
+                    .failed(key, format!("timed out after {timeout:?}"), Instant::now())
+                    .await;
+                Err(TokenError::Timeout { principal, timeout })
+            }
+            Err(e) => {
+                self.count_login(who, "failed");
+                let reason = e.to_string();
+                let wait = self.store.failed(key, reason.clone(), Instant::now()).await;
+                tracing::warn!(%principal, %reason, backoff = ?wait, "login failed");
+                Err(TokenError::Failed { principal, reason })
+            }
+        }
+    }
+
+    /// A new token from a login sent at `sent`, with a serial of its own.
+    fn mint(&self, value: SecretString, sent: Sent) -> Arc<Token> {
+        Arc::new(Token {
+            value,
+            serial: self.serial.fetch_add(1, Ordering::Relaxed),
+            issued: sent.at,
+            expires: sent.at + self.config.tokens.lifetime,
+            issued_at: sent.wall,
+            superseded: AtomicBool::new(false),
+        })
+    }
+}
