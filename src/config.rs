@@ -18,6 +18,8 @@ use serde::Deserialize;
 
 use crate::secret::Secret;
 
+pub mod sample;
+
 /// Index of a principal in [`Config::principals`].
 pub type PrincipalId = usize;
 
@@ -729,33 +731,19 @@ fn decode_sha256(v: &str) -> Result<[u8; 32], String> {
 
 #[cfg(test)]
 mod tests {
+    use super::sample::ConfigToml;
     use super::*;
 
-    const GOOD: &str = r#"
-        [upstream]
-        base_url = "http://127.0.0.1:7002/"
-        site_name = "ORACLE_KNOWLEDGE"
-        [api_user]
-        login = "apiuser"
-        password = "apipass1"
-        [[principals]]
-        name = "public"
-        kind = "anonymous"
-        [[principals]]
-        name = "agent"
-        kind = "account"
-        user = "okcsuser"
-        password = "Password1"
-        [[callers]]
-        name = "helpdesk"
-        key_sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
-        principal = "agent"
-        act_as = ["public"]
-    "#;
+    fn valid() -> ConfigToml {
+        ConfigToml::new("http://127.0.0.1:7002/")
+            .principal("public", "anonymous")
+            .user_principal("agent", "account", "okcsuser", "Password1")
+            .caller("helpdesk", "test", "agent", &["public"])
+    }
 
     #[test]
     fn good_config_gets_defaults() {
-        let c = Config::parse(GOOD, Path::new("k.toml")).expect("valid");
+        let c = valid().parse().expect("valid");
         assert_eq!(c.upstream.base_url, "http://127.0.0.1:7002");
         assert_eq!(c.upstream.search_base_url, c.upstream.base_url);
         assert_eq!(c.server.max_body, 10 << 20);
@@ -810,13 +798,13 @@ mod tests {
 
     #[test]
     fn type_errors_name_the_key() {
-        let text = GOOD.replace("site_name = \"ORACLE_KNOWLEDGE\"", "site_name = 5");
+        let text = valid().upstream("site_name", 5).to_string();
         let e = Config::parse(&text, Path::new("k.toml")).expect_err("invalid");
         assert_eq!(e.problems[0].0, "upstream.site_name", "{e}");
-        let text = format!("[server]\nqueue_timeout = \"soon\"\n{GOOD}");
+        let text = valid().server("queue_timeout", "soon").to_string();
         let e = Config::parse(&text, Path::new("k.toml")).expect_err("invalid");
         assert_eq!(e.problems[0].0, "server.queue_timeout", "{e}");
-        let text = format!("[server]\nqueue_timeout = \"250ms\"\n{GOOD}");
+        let text = valid().server("queue_timeout", "250ms").to_string();
         let c = Config::parse(&text, Path::new("k.toml")).expect("valid");
         assert_eq!(c.server.queue_timeout, std::time::Duration::from_millis(250));
     }
