@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
 
-use crate::config::{ExternalType, PrincipalKind};
+use crate::config::PrincipalKind;
 use crate::error::error_body;
 use crate::proxy::App;
 use crate::tokens::{Key, TokenStore};
@@ -124,11 +124,7 @@ async fn status(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
         let name = p.name.clone();
         let s = match &p.kind {
             PrincipalKind::User { external_type, .. } => {
-                let kind = match external_type {
-                    ExternalType::Account => "account",
-                    ExternalType::Contact => "contact",
-                };
-                one_status(tokens, name, kind, Key::User(i), Some(i)).await
+                one_status(tokens, name, external_type.kind_name(), Key::User(i), Some(i)).await
             }
             PrincipalKind::Anonymous => one_status(tokens, name, "anonymous", Key::Integration, None).await,
             PrincipalKind::Bearer => one_status(tokens, name, "bearer", Key::Integration, None).await,

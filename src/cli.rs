@@ -325,7 +325,7 @@ pub fn summary(c: &Config) -> String {
                 s += &format!(
                     "    {:<18} {} user {user} password {password}\n",
                     p.name,
-                    external_type.as_str().to_lowercase()
+                    external_type.kind_name()
                 )
             }
         }

@@ -138,12 +138,27 @@ pub enum ExternalType {
 }
 
 impl ExternalType {
-    /// The wire value.
+    /// The wire value (`userExternalType`).
     pub fn as_str(self) -> &'static str {
         match self {
             ExternalType::Account => "ACCOUNT",
             ExternalType::Contact => "CONTACT",
         }
+    }
+
+    /// The principal `kind` in the config file (also shown by `check` and `/status`).
+    pub fn kind_name(self) -> &'static str {
+        match self {
+            ExternalType::Account => "account",
+            ExternalType::Contact => "contact",
+        }
+    }
+
+    /// The user kind a config `kind` names, if it names one.
+    pub fn from_kind_name(kind: &str) -> Option<ExternalType> {
+        [ExternalType::Account, ExternalType::Contact]
+            .into_iter()
+            .find(|t| t.kind_name() == kind)
     }
 }
 
@@ -568,8 +583,6 @@ fn build_principals(raw: Vec<RawPrincipal>, p: &mut Problems) -> Vec<Principal> 
             }
         };
         let kind = match r.kind.as_deref() {
-            Some("account") => user_kind(ExternalType::Account),
-            Some("contact") => user_kind(ExternalType::Contact),
             Some(k @ ("anonymous" | "bearer")) => {
                 for (field, set) in [("user", r.user.is_some()), ("password", r.password.is_some())] {
                     if set {
@@ -582,13 +595,16 @@ fn build_principals(raw: Vec<RawPrincipal>, p: &mut Problems) -> Vec<Principal> 
                     PrincipalKind::Anonymous
                 }
             }
-            Some(other) => {
-                p.add(
-                    format!("{key}.kind"),
-                    format!("`{other}` is not one of anonymous, account, contact, bearer"),
-                );
-                PrincipalKind::Anonymous
-            }
+            Some(other) => match ExternalType::from_kind_name(other) {
+                Some(t) => user_kind(t),
+                None => {
+                    p.add(
+                        format!("{key}.kind"),
+                        format!("`{other}` is not one of anonymous, account, contact, bearer"),
+                    );
+                    PrincipalKind::Anonymous
+                }
+            },
             None => {
                 p.add(format!("{key}.kind"), "missing (anonymous, account, contact or bearer)");
                 PrincipalKind::Anonymous
@@ -817,5 +833,16 @@ mod tests {
         assert_eq!(parse_size("1 MB"), Some(1_000_000));
         assert_eq!(parse_size("MiB"), None);
         assert_eq!(parse_size("3 parsecs"), None);
+    }
+
+    #[test]
+    fn external_type_names() {
+        for t in [ExternalType::Account, ExternalType::Contact] {
+            assert_eq!(ExternalType::from_kind_name(t.kind_name()), Some(t));
+            assert_eq!(t.as_str(), t.kind_name().to_uppercase());
+        }
+        for not_a_user in ["anonymous", "bearer", "ACCOUNT", ""] {
+            assert_eq!(ExternalType::from_kind_name(not_a_user), None);
+        }
     }
 }
