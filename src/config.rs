@@ -394,6 +394,27 @@ impl Config {
     pub fn principal_id(&self, name: &str) -> Option<PrincipalId> {
         self.principals.iter().position(|p| p.name == name)
     }
+
+    /// The keys that differ in `new` but take effect only at the next
+    /// restart: the listeners are bound, and the accept loop reads its
+    /// settings, once.
+    pub fn restart_needed(&self, new: &Config) -> Vec<&'static str> {
+        let (old, new) = (&self.server, &new.server);
+        [
+            ("server.listen", old.listen != new.listen),
+            ("server.admin_listen", old.admin_listen != new.admin_listen),
+            // Read once by the accept loop.
+            (
+                "server.header_read_timeout",
+                old.header_read_timeout != new.header_read_timeout,
+            ),
+            ("server.max_connections", old.max_connections != new.max_connections),
+            ("server.drain_timeout", old.drain_timeout != new.drain_timeout),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect()
+    }
 }
 
 fn span_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
@@ -844,5 +865,41 @@ mod tests {
         for not_a_user in ["anonymous", "bearer", "ACCOUNT", ""] {
             assert_eq!(ExternalType::from_kind_name(not_a_user), None);
         }
+    }
+
+    #[test]
+    fn restart_needed_names_the_keys_a_reload_cannot_apply() {
+        let config =
+            |f: fn(ConfigToml) -> ConfigToml| f(ConfigToml::new("http://127.0.0.1:7002")).parse().expect("valid");
+        let old = config(|t| t.server("listen", "127.0.0.1:8080"));
+        assert!(old.restart_needed(&old.clone()).is_empty());
+        // Settings a reload applies are not named.
+        let live = config(|t| {
+            t.server("listen", "127.0.0.1:8080")
+                .server("max_body", "1KiB")
+                .server("max_in_flight", 3)
+                .server("queue_timeout", "1s")
+                .upstream("timeout", "1s")
+                .tokens("lifetime", "1h")
+        });
+        assert!(old.restart_needed(&live).is_empty());
+        let moved = config(|t| {
+            t.server("listen", "127.0.0.1:8081")
+                .server("admin_listen", "off")
+                .server("header_read_timeout", "5s")
+                .server("max_connections", 7)
+                .server("drain_timeout", "1s")
+        });
+        assert_eq!(
+            old.restart_needed(&moved),
+            [
+                "server.listen",
+                "server.admin_listen",
+                "server.header_read_timeout",
+                "server.max_connections",
+                "server.drain_timeout",
+            ]
+        );
+        assert_eq!(moved.restart_needed(&old).len(), 5, "either way round");
     }
 }
