@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use tokio::net::TcpListener;
 
 use crate::app::App;
-use crate::config::{ExternalType, PrincipalKind};
+use crate::config::PrincipalKind;
 use crate::proxy::error::error_body;
 use crate::tokens::{Identity, TokenStore};
 
@@ -115,10 +115,7 @@ async fn status(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
     let mut principals = Vec::with_capacity(live.config.principals.len());
     for (i, p) in live.config.principals.iter().enumerate() {
         let kind = match &p.kind {
-            PrincipalKind::User { external_type, .. } => match external_type {
-                ExternalType::Account => "account",
-                ExternalType::Contact => "contact",
-            },
+            PrincipalKind::User { external_type, .. } => external_type.kind_name(),
             PrincipalKind::Anonymous => "anonymous",
             PrincipalKind::Bearer => "bearer",
         };

@@ -50,10 +50,7 @@ pub enum Refusal {
     ActAsDenied { caller: String, principal: String },
 }
 
-/// Hex sha256 of a caller key (what `key_sha256` holds).
-pub fn hash_key(key: &[u8]) -> String {
-    hex::encode(Sha256::digest(key))
-}
+pub use crate::config::hash_key;
 
 /// Identifies the caller of a request from its headers, and the
 /// principal whose tokens the call uses (or why it gets none). The caller
@@ -111,35 +108,19 @@ fn match_key(config: &Config, key: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::sample::ConfigToml;
 
     fn config() -> Config {
-        let text = format!(
-            r#"
-            [server]
-            default_principal = "public"
-            [upstream]
-            base_url = "http://127.0.0.1:1"
-            site_name = "S"
-            [api_user]
-            login = "a"
-            password = "p"
-            [[principals]]
-            name = "public"
-            kind = "anonymous"
-            [[principals]]
-            name = "agent"
-            kind = "account"
-            user = "u"
-            password = "p"
-            [[callers]]
-            name = "helpdesk"
-            key_sha256 = "{}"
-            principal = "public"
-            act_as = ["agent"]
-            "#,
-            hash_key(b"k1")
-        );
-        Config::parse(&text, std::path::Path::new("t.toml")).expect("valid")
+        ConfigToml::new("http://127.0.0.1:1")
+            .server("default_principal", "public")
+            .upstream("site_name", "S")
+            .api_user("login", "a")
+            .api_user("password", "p")
+            .principal("public", "anonymous")
+            .user_principal("agent", "account", "u", "p")
+            .caller("helpdesk", "k1", "public", &["agent"])
+            .parse()
+            .expect("valid")
     }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {

@@ -193,29 +193,8 @@ async fn reload_on_sighup(app: Arc<App>, path: PathBuf) {
             }
         };
         let old = app.live();
-        for (what, changed) in [
-            ("server.listen", new.server.listen != old.config.server.listen),
-            (
-                "server.admin_listen",
-                new.server.admin_listen != old.config.server.admin_listen,
-            ),
-            // Read once by the accept loop.
-            (
-                "server.header_read_timeout",
-                new.server.header_read_timeout != old.config.server.header_read_timeout,
-            ),
-            (
-                "server.max_connections",
-                new.server.max_connections != old.config.server.max_connections,
-            ),
-            (
-                "server.drain_timeout",
-                new.server.drain_timeout != old.config.server.drain_timeout,
-            ),
-        ] {
-            if changed {
-                tracing::warn!(key = what, "changed; it takes effect at the next restart");
-            }
+        for key in old.config.restart_needed(&new) {
+            tracing::warn!(key, "changed; it takes effect at the next restart");
         }
         match app.reload(new).await {
             Ok(restarted) => tracing::info!(restarted = ?restarted, "config reloaded"),
@@ -295,7 +274,7 @@ pub fn summary(c: &Config) -> String {
                 s += &format!(
                     "    {:<18} {} user {user} password {password}\n",
                     p.name,
-                    external_type.as_str().to_lowercase()
+                    external_type.kind_name()
                 )
             }
         }

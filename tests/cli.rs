@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
+use kmproxy::config::sample::{env, file, ConfigToml};
 use kmproxy::sim::{SimConfig, Simulator};
 
 fn kmproxy(args: &[&str]) -> Output {
@@ -26,35 +27,14 @@ fn text(o: &Output) -> String {
 
 fn write_config(dir: &tempfile::TempDir, base_url: &str) -> String {
     let path = dir.path().join("kmproxy.toml");
-    let text = format!(
-        r#"
-[upstream]
-base_url = "{base_url}"
-site_name = "ORACLE_KNOWLEDGE"
-
-[api_user]
-login = "apiuser"
-password = {{ file = "{pw}" }}
-
-[[principals]]
-name = "public"
-kind = "anonymous"
-
-[[principals]]
-name = "agent"
-kind = "account"
-user = "okcsuser"
-password = {{ env = "KMPROXY_TEST_AGENT_PW" }}
-
-[[callers]]
-name = "helpdesk"
-key_sha256 = "{key}"
-principal = "agent"
-"#,
-        pw = dir.path().join("api.pw").display(),
-        key = kmproxy::callers::hash_key(b"k"),
-    );
-    std::fs::write(dir.path().join("api.pw"), "apipass1\n").unwrap();
+    let api_pw = dir.path().join("api.pw");
+    let text = ConfigToml::new(base_url)
+        .api_user("password", file(&api_pw))
+        .principal("public", "anonymous")
+        .user_principal("agent", "account", "okcsuser", env("KMPROXY_TEST_AGENT_PW"))
+        .caller("helpdesk", "k", "agent", &[])
+        .to_string();
+    std::fs::write(&api_pw, "apipass1\n").unwrap();
     std::fs::write(&path, text).unwrap();
     path.to_string_lossy().into_owned()
 }

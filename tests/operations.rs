@@ -17,6 +17,7 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use kmproxy::config::sample::{env, file, ConfigToml};
 use kmproxy::sim::{LoginKind, LoginOutcome, SimConfig, SimHandle, Simulator};
 
 /// A kmproxy process and everything it wrote to stderr.
@@ -30,34 +31,16 @@ struct Proc {
 }
 
 fn config_text(sim_url: &str, agent_password_file: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-default_principal = "public"
-drain_timeout = "5s"
-[upstream]
-base_url = "{sim_url}"
-site_name = "ORACLE_KNOWLEDGE"
-[api_user]
-login = "apiuser"
-password = {{ env = "KMPROXY_TEST_API_PW" }}
-[[principals]]
-name = "public"
-kind = "anonymous"
-[[principals]]
-name = "agent"
-kind = "account"
-user = "okcsuser"
-password = {{ file = "{agent_password_file}" }}
-[[callers]]
-name = "helpdesk"
-key_sha256 = "{}"
-principal = "agent"
-"#,
-        kmproxy::callers::hash_key(HELPDESK_KEY.as_bytes())
-    )
+    ConfigToml::new(sim_url)
+        .server("listen", "127.0.0.1:0")
+        .server("admin_listen", "127.0.0.1:0")
+        .server("default_principal", "public")
+        .server("drain_timeout", "5s")
+        .api_user("password", env("KMPROXY_TEST_API_PW"))
+        .principal("public", "anonymous")
+        .user_principal("agent", "account", "okcsuser", file(agent_password_file))
+        .caller("helpdesk", HELPDESK_KEY, "agent", &[])
+        .to_string()
 }
 
 impl Proc {

@@ -18,6 +18,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use kmproxy::app::App;
+use kmproxy::config::sample::{table, ConfigToml};
 use kmproxy::config::Config;
 use kmproxy::run::Listeners;
 use kmproxy::server::Stop;
@@ -32,70 +33,28 @@ pub const KIOSK_KEY: &str = "kiosk-key";
 /// user okcsuser), `web` (web user webuser), `portal` (bearer); callers
 /// helpdesk → agent (may act as web), portal-app → portal, kiosk → public.
 pub fn standard_toml() -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-max_body = "1MiB"
-default_principal = "public"
-
-[upstream]
-base_url = "SIM_URL"
-site_name = "ORACLE_KNOWLEDGE"
-locale = "en_US"
-timeout = "10s"
-connect_timeout = "2s"
-kmauthtoken_extra = {{ interfaceId = "7", appId = "kmproxy-tests" }}
-
-[api_user]
-login = "apiuser"
-password = "apipass1"
-
-[tokens]
-lifetime = "24h"
-refresh_before = "10m"
-
-[[principals]]
-name = "public"
-kind = "anonymous"
-
-[[principals]]
-name = "agent"
-kind = "account"
-user = "okcsuser"
-password = "Password1"
-
-[[principals]]
-name = "web"
-kind = "contact"
-user = "webuser"
-password = "Password1"
-
-[[principals]]
-name = "portal"
-kind = "bearer"
-
-[[callers]]
-name = "helpdesk"
-key_sha256 = "{}"
-principal = "agent"
-act_as = ["web"]
-
-[[callers]]
-name = "portal-app"
-key_sha256 = "{}"
-principal = "portal"
-
-[[callers]]
-name = "kiosk"
-key_sha256 = "{}"
-principal = "public"
-"#,
-        kmproxy::callers::hash_key(HELPDESK_KEY.as_bytes()),
-        kmproxy::callers::hash_key(PORTAL_KEY.as_bytes()),
-        kmproxy::callers::hash_key(KIOSK_KEY.as_bytes()),
-    )
+    ConfigToml::new("SIM_URL")
+        .server("listen", "127.0.0.1:0")
+        .server("admin_listen", "127.0.0.1:0")
+        .server("max_body", "1MiB")
+        .server("default_principal", "public")
+        .upstream("locale", "en_US")
+        .upstream("timeout", "10s")
+        .upstream("connect_timeout", "2s")
+        .upstream(
+            "kmauthtoken_extra",
+            table(&[("interfaceId", "7"), ("appId", "kmproxy-tests")]),
+        )
+        .tokens("lifetime", "24h")
+        .tokens("refresh_before", "10m")
+        .principal("public", "anonymous")
+        .user_principal("agent", "account", "okcsuser", "Password1")
+        .user_principal("web", "contact", "webuser", "Password1")
+        .principal("portal", "bearer")
+        .caller("helpdesk", HELPDESK_KEY, "agent", &["web"])
+        .caller("portal-app", PORTAL_KEY, "portal", &[])
+        .caller("kiosk", KIOSK_KEY, "public", &[])
+        .to_string()
 }
 
 type ConfigTweak = Box<dyn FnOnce(&mut Config)>;

@@ -1,0 +1,282 @@
+//! Raw sections → the typed [`Config`]: one `build_*` per section, each
+//! applying the defaults and the checks of its section, and [`build`],
+//! which runs them in file order (principals first, since the server's
+//! `default_principal` and the callers name them).
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use http::header::HeaderName;
+
+use super::raw::{Problems, RawApiUser, RawCaller, RawFile, RawPrincipal, RawServer, RawTokens, RawUpstream};
+use super::values::{addr, decode_sha256, duration, extra_fields, positive, required, secret, size, url};
+use super::{
+    ApiUser, Caller, Config, ExternalType, Principal, PrincipalId, PrincipalKind, ServerConfig, TokensConfig,
+    UpstreamConfig,
+};
+
+/// The whole config; every problem goes to `p`.
+pub(super) fn build(raw: RawFile, p: &mut Problems, path: &Path) -> Config {
+    if raw.upstream.is_none() {
+        p.add("upstream", "missing section");
+    }
+    if raw.api_user.is_none() {
+        p.add("api_user", "missing section");
+    }
+    let principals = build_principals(raw.principals, p);
+    let names = Names::of(&principals);
+    let server = build_server(raw.server.unwrap_or_default(), &names, p);
+    let upstream = build_upstream(raw.upstream.unwrap_or_default(), p);
+    let api_user = build_api_user(raw.api_user.unwrap_or_default(), p);
+    let tokens = build_tokens(raw.tokens.unwrap_or_default(), p);
+    let callers = build_callers(raw.callers, &names, p);
+    Config {
+        path: path.to_owned(),
+        server,
+        upstream,
+        api_user,
+        tokens,
+        principals,
+        callers,
+    }
+}
+
+/// Principal names → ids, to resolve the references to them.
+struct Names<'a>(HashMap<&'a str, PrincipalId>);
+
+impl<'a> Names<'a> {
+    fn of(principals: &'a [Principal]) -> Self {
+        Names(
+            principals
+                .iter()
+                .enumerate()
+                .map(|(i, pr)| (pr.name.as_str(), i))
+                .collect(),
+        )
+    }
+
+    /// The principal `name`, or a problem at `key`.
+    fn lookup(&self, p: &mut Problems, key: String, name: &str) -> Option<PrincipalId> {
+        let id = self.0.get(name).copied();
+        if id.is_none() {
+            p.add(key, format!("no principal named `{name}`"));
+        }
+        id
+    }
+}
+
+fn build_server(server: RawServer, names: &Names<'_>, p: &mut Problems) -> ServerConfig {
+    let out = ServerConfig {
+        listen: addr(p, "server.listen", server.listen.as_deref().unwrap_or("127.0.0.1:8080")),
+        admin_listen: match server.admin_listen.as_deref().unwrap_or("127.0.0.1:9090") {
+            "off" | "" => None,
+            a => Some(addr(p, "server.admin_listen", a)),
+        },
+        max_body: server
+            .max_body
+            .map(|v| size(p, "server.max_body", &v))
+            .unwrap_or(10 << 20),
+        caller_key_header: {
+            let h = server.caller_key_header.as_deref().unwrap_or("x-kmproxy-key");
+            HeaderName::try_from(h).unwrap_or_else(|_| {
+                p.add("server.caller_key_header", format!("`{h}` is not a valid header name"));
+                HeaderName::from_static("x-kmproxy-key")
+            })
+        },
+        default_principal: server
+            .default_principal
+            .as_deref()
+            .and_then(|n| names.lookup(p, "server.default_principal".into(), n)),
+        drain_timeout: duration(p, "server.drain_timeout", server.drain_timeout.as_deref(), "30s"),
+        header_read_timeout: duration(
+            p,
+            "server.header_read_timeout",
+            server.header_read_timeout.as_deref(),
+            "20s",
+        ),
+        max_connections: positive(p, "server.max_connections", server.max_connections, 1024),
+        max_in_flight: positive(p, "server.max_in_flight", server.max_in_flight, 512),
+        queue_timeout: duration(p, "server.queue_timeout", server.queue_timeout.as_deref(), "5s"),
+    };
+    if out.header_read_timeout.is_zero() {
+        p.add("server.header_read_timeout", "must be greater than zero");
+    }
+    out
+}
+
+fn build_upstream(upstream: RawUpstream, p: &mut Problems) -> UpstreamConfig {
+    let base_url = url(p, "upstream.base_url", upstream.base_url.as_deref());
+    let out = UpstreamConfig {
+        search_base_url: match upstream.search_base_url.as_deref() {
+            Some(u) => url(p, "upstream.search_base_url", Some(u)),
+            None => base_url.clone(),
+        },
+        base_url,
+        site_name: required(p, "upstream.site_name", upstream.site_name),
+        locale: upstream.locale.unwrap_or_else(|| "en_US".into()),
+        api_version: upstream.api_version.unwrap_or_else(|| "latest".into()),
+        connect_timeout: duration(p, "upstream.connect_timeout", upstream.connect_timeout.as_deref(), "5s"),
+        timeout: duration(p, "upstream.timeout", upstream.timeout.as_deref(), "60s"),
+        ca_file: upstream.ca_file,
+        kmauthtoken_extra: extra_fields(p, upstream.kmauthtoken_extra.unwrap_or_default()),
+    };
+    if let Some(ca) = &out.ca_file {
+        if !ca.is_file() {
+            p.add("upstream.ca_file", format!("`{}` is not a readable file", ca.display()));
+        }
+    }
+    out
+}
+
+fn build_api_user(api_user: RawApiUser, p: &mut Problems) -> ApiUser {
+    ApiUser {
+        login: required(p, "api_user.login", api_user.login),
+        password: secret(p, "api_user.password", api_user.password.as_ref()),
+    }
+}
+
+fn build_tokens(tokens: RawTokens, p: &mut Problems) -> TokensConfig {
+    let out = TokensConfig {
+        lifetime: duration(p, "tokens.lifetime", tokens.lifetime.as_deref(), "24h"),
+        refresh_before: duration(p, "tokens.refresh_before", tokens.refresh_before.as_deref(), "10m"),
+        session_error_codes: tokens
+            .session_error_codes
+            .unwrap_or_else(|| vec!["OK-SESSION".into(), "OK-GEN0003".into()]),
+    };
+    if out.lifetime.is_zero() {
+        p.add("tokens.lifetime", "must be greater than zero");
+    } else if out.refresh_before >= out.lifetime {
+        p.add("tokens.refresh_before", "must be shorter than tokens.lifetime");
+    }
+    if out.session_error_codes.iter().any(|c| c.is_empty()) {
+        p.add("tokens.session_error_codes", "an empty prefix would match every error");
+    }
+    out
+}
+
+fn build_principals(raw: Vec<RawPrincipal>, p: &mut Problems) -> Vec<Principal> {
+    let mut out: Vec<Principal> = Vec::with_capacity(raw.len());
+    let mut names = HashSet::new();
+    for (i, r) in raw.into_iter().enumerate() {
+        let key = format!("principals[{i}]");
+        let name = required(p, &format!("{key}.name"), r.name);
+        if !name.is_empty() && !names.insert(name.clone()) {
+            p.add(format!("{key}.name"), format!("duplicate principal `{name}`"));
+        }
+        let kind = principal_kind(&key, r.kind.as_deref(), r.user, r.password.as_ref(), p);
+        out.push(Principal { name, kind });
+    }
+    out
+}
+
+/// The `kind` of principal `key`, with the fields that kind needs.
+fn principal_kind(
+    key: &str,
+    kind: Option<&str>,
+    user: Option<String>,
+    password: Option<&toml::Value>,
+    p: &mut Problems,
+) -> PrincipalKind {
+    let Some(kind) = kind else {
+        p.add(format!("{key}.kind"), "missing (anonymous, account, contact or bearer)");
+        return PrincipalKind::Anonymous;
+    };
+    if let Some(external_type) = ExternalType::from_kind_name(kind) {
+        return PrincipalKind::User {
+            external_type,
+            user: required(p, &format!("{key}.user"), user),
+            password: secret(p, &format!("{key}.password"), password),
+        };
+    }
+    match kind {
+        "anonymous" | "bearer" => {
+            for (field, set) in [("user", user.is_some()), ("password", password.is_some())] {
+                if set {
+                    p.add(format!("{key}.{field}"), format!("not used by kind `{kind}`"));
+                }
+            }
+            if kind == "bearer" {
+                PrincipalKind::Bearer
+            } else {
+                PrincipalKind::Anonymous
+            }
+        }
+        other => {
+            p.add(
+                format!("{key}.kind"),
+                format!("`{other}` is not one of anonymous, account, contact, bearer"),
+            );
+            PrincipalKind::Anonymous
+        }
+    }
+}
+
+fn build_callers(raw: Vec<RawCaller>, names: &Names<'_>, p: &mut Problems) -> Vec<Caller> {
+    let mut callers: Vec<Caller> = Vec::with_capacity(raw.len());
+    let mut caller_names = HashSet::new();
+    for (i, c) in raw.into_iter().enumerate() {
+        let key = format!("callers[{i}]");
+        let name = required(p, &format!("{key}.name"), c.name);
+        if !name.is_empty() && !caller_names.insert(name.clone()) {
+            p.add(format!("{key}.name"), format!("duplicate caller `{name}`"));
+        }
+        let key_sha256 = match c.key_sha256.as_deref().map(decode_sha256) {
+            Some(Ok(k)) => k,
+            Some(Err(e)) => {
+                p.add(format!("{key}.key_sha256"), e);
+                [0; 32]
+            }
+            None => {
+                p.add(format!("{key}.key_sha256"), "missing (run `kmproxy hash-key`)");
+                [0; 32]
+            }
+        };
+        if callers
+            .iter()
+            .any(|o| o.key_sha256 == key_sha256 && key_sha256 != [0; 32])
+        {
+            p.add(format!("{key}.key_sha256"), "another caller has the same key");
+        }
+        let principal = match c.principal.as_deref() {
+            Some(n) => names.lookup(p, format!("{key}.principal"), n),
+            None => {
+                p.add(format!("{key}.principal"), "missing");
+                None
+            }
+        };
+        let act_as = (c.act_as.unwrap_or_default().iter().enumerate())
+            .filter_map(|(j, n)| names.lookup(p, format!("{key}.act_as[{j}]"), n))
+            .collect();
+        callers.push(Caller {
+            name,
+            key_sha256,
+            principal: principal.unwrap_or(0),
+            act_as,
+        });
+    }
+    callers
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::config::sample::ConfigToml;
+
+    #[test]
+    fn good_config_gets_defaults() {
+        let c = ConfigToml::new("http://127.0.0.1:7002/")
+            .principal("public", "anonymous")
+            .user_principal("agent", "account", "okcsuser", "Password1")
+            .caller("helpdesk", "test", "agent", &["public"])
+            .parse()
+            .expect("valid");
+        assert_eq!(c.upstream.base_url, "http://127.0.0.1:7002");
+        assert_eq!(c.upstream.search_base_url, c.upstream.base_url);
+        assert_eq!(c.server.max_body, 10 << 20);
+        assert_eq!(c.tokens.lifetime, Duration::from_secs(86_400));
+        assert_eq!(c.callers[0].principal, 1);
+        assert_eq!(c.callers[0].act_as, vec![0]);
+        assert!(!format!("{c:?}").contains("Password1"));
+    }
+}
