@@ -4,13 +4,14 @@
 //! | request | effect |
 //! |---|---|
 //! | `POST /__sim/expire` | expire every token and interaction id issued so far |
-//! | `GET /__sim/stats` | login counters by kind, user, outcome; request count; pending faults |
+//! | `GET /__sim/stats` | login counters by kind, user, outcome; request count; routed paths; pending faults and modes |
 //! | `POST /__sim/fail-logins?status=503&count=3` | answer the next `count` logins with `status` (defaults 503, 1) |
 //! | `POST /__sim/session-error?count=1` | answer the next `count` API calls with a session error (default 1) |
 //! | `POST /__sim/delay?ms=N` | delay every API answer by N ms (0 turns it off) |
 //! | `POST /__sim/login-delay?ms=N` | hold every login answer back N ms, after the login is counted (0 turns it off) |
 //! | `POST /__sim/close-connections?on=true` | answer everything with `Connection: close` (`on=false` stops) |
-//! | `POST /__sim/reset` | zero the counters and clear injected faults and the delay |
+//! | `POST /__sim/servlet-paths?on=true` | route each path's servlet reading (`;params` stripped, decoded, dot segments resolved) |
+//! | `POST /__sim/reset` | zero the counters and records, and clear injected faults, delays and modes |
 //!
 //! Hooks answer `{"ok":true}` (stats: the stats object); a bad parameter is a 400.
 
@@ -39,6 +40,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/__sim/delay", post(delay))
         .route("/__sim/close-connections", post(close_connections))
         .route("/__sim/login-delay", post(login_delay))
+        .route("/__sim/servlet-paths", post(servlet_paths))
         .route("/__sim/reset", post(reset))
 }
 
@@ -68,7 +70,8 @@ fn outcome_name(outcome: LoginOutcome) -> &'static str {
 }
 
 /// `{"logins":[{kind,user,outcome,count}], "loginTotals":{kind:{outcome:n}},
-/// "totalLogins", "requestCount", "connections", "pendingLoginFailures", "pendingSessionErrors", "delayMs"}`.
+/// "totalLogins", "requestCount", "connections", "routedPaths":[{method,path}],
+/// "pendingLoginFailures", "pendingSessionErrors", "delayMs", "loginDelayMs", "servletPaths"}`.
 pub(crate) fn stats_json(shared: &Shared) -> Value {
     let counts = shared.login_counts();
     let mut totals: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
@@ -90,16 +93,23 @@ pub(crate) fn stats_json(shared: &Shared) -> Value {
         })
         .collect();
     let (login_faults, session_errors) = shared.pending_faults();
+    let routed: Vec<Value> = shared
+        .routed_paths()
+        .into_iter()
+        .map(|(method, path)| json!({ "method": method.as_str(), "path": path }))
+        .collect();
     json!({
         "logins": logins,
         "loginTotals": totals,
         "totalLogins": shared.total_logins(),
         "requestCount": shared.request_count(),
         "connections": shared.connections(),
+        "routedPaths": routed,
         "pendingLoginFailures": login_faults,
         "pendingSessionErrors": session_errors,
         "delayMs": u64::try_from(shared.delay().as_millis()).unwrap_or(u64::MAX),
         "loginDelayMs": u64::try_from(shared.login_delay().as_millis()).unwrap_or(u64::MAX),
+        "servletPaths": shared.servlet_paths(),
     })
 }
 
@@ -155,6 +165,11 @@ struct On {
 
 async fn close_connections(State(shared): State<Arc<Shared>>, Query(q): Query<On>) -> Response {
     shared.set_close_connections(q.on);
+    ok()
+}
+
+async fn servlet_paths(State(shared): State<Arc<Shared>>, Query(q): Query<On>) -> Response {
+    shared.set_servlet_paths(q.on);
     ok()
 }
 

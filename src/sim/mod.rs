@@ -4,7 +4,8 @@
 //!
 //! It owns the simulated site: API users, console (`ACCOUNT`) and web
 //! (`CONTACT`) users, the tokens it issues, and the knobs tests turn (expiry,
-//! injected faults, delays) together with the counters they read.
+//! injected faults, delays, opt-in modes) together with the counters and
+//! records they read. Every knob is off by default.
 //!
 //! # Protocol
 //!
@@ -19,9 +20,25 @@
 //!   `kmauthtoken` (or `Authorization: Bearer` plus the integration token) and
 //!   answers an echo of what it received (see the `api` module for the special
 //!   endpoints: `knowledgeInteraction/startInteraction`, `content/blob`,
-//!   `content/slow`, `content/redirect`).
+//!   `content/slow`, `content/redirect`, and the `traps` module for the
+//!   misleading ones: `content/echo-error`, `content/echo-error-json`,
+//!   `content/upgrade`).
 //! * `/__sim/...`: unauthenticated test hooks (`expire`, `stats`,
-//!   `fail-logins`, `session-error`, `delay`, `reset`).
+//!   `fail-logins`, `session-error`, `delay`, `login-delay`,
+//!   `close-connections`, `servlet-paths`, `reset`; the `hooks` module has
+//!   the table). Hooks are matched on the raw path.
+//!
+//! # Servlet-path mode
+//!
+//! With [`Simulator::set_servlet_paths`] (`POST /__sim/servlet-paths?on=true`;
+//! [`Simulator::reset_faults`] turns it off) a path is read as Tomcat reads it
+//! before routing: `;parameters` stripped from every segment, percent-decoded,
+//! empty segments merged, `.` and `..` resolved, so
+//! `/km/api/latest/content/..;/auth/authorize` *is* the user login. What
+//! Tomcat refuses (an encoded `/` or `\`, `..` above the root, a bad escape)
+//! is 400 `OK-GEN0001`. Every routed path, as routed, is recorded with its
+//! method, logins included ([`Simulator::routed_paths`], `routedPaths` in
+//! `/__sim/stats`); [`RecordedRequest`] keeps the raw path beside the routed one.
 //!
 //! # HTTP statuses
 //!
@@ -40,6 +57,10 @@
 //! | search without `interfaceId` | 400 | `OK-SRT0001` |
 //! | injected login fault | as configured | `SIM-INJECTED` |
 //! | path outside the APIs | 404 | `OK-GEN0004` |
+//! | servlet-path mode: a path Tomcat refuses | 400 | `OK-GEN0001` |
+//! | `GET content/echo-error?...` (HTML page echoing the query) | 400 | none (`text/html`) |
+//! | `GET content/echo-error-json?...` (query echoed in `title`) | 400 | none |
+//! | `GET content/upgrade` (unsolicited, `Upgrade: websocket`) | 101 | none |
 //!
 //! Session errors deliberately vary in status so that a client has to read the
 //! error code. Token ages use [`tokio::time::Instant`], so a test built with
@@ -53,6 +74,8 @@
 //! * `auth`: the two logins.
 //! * `access`: the token check every other API call passes.
 //! * `api`: request dispatch, echo, search, interactions, slow, redirect.
+//! * `servlet`: the servlet container's reading of a path.
+//! * `traps`: misleading answers (echoed error text, unsolicited 101).
 //! * `blob`: the large streamed body.
 //! * `hooks`: the `/__sim/` HTTP hooks.
 //! * `errors`: Oracle-shaped error bodies in JSON and XML.
@@ -63,7 +86,9 @@ mod auth;
 mod blob;
 mod errors;
 mod hooks;
+mod servlet;
 mod state;
+mod traps;
 
 use std::fmt;
 use std::future::Future;
@@ -71,7 +96,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, Method};
 use axum::response::Response;
 use axum::Router;
 use tokio::net::TcpListener;
@@ -204,6 +229,9 @@ pub struct RecordedRequest {
     pub method: String,
     /// The path, byte-exact as received (still percent-encoded).
     pub path: String,
+    /// The path it was routed by: `path` itself, or its servlet reading in
+    /// servlet-path mode (`None`: it had none, and was refused 400).
+    pub routed_path: Option<String>,
     /// The query, byte-exact as received, without `?`.
     pub query: Option<String>,
     /// Every header received (tokens included: this is test material).
@@ -319,6 +347,20 @@ impl Simulator {
         self.shared.set_login_delay(d);
     }
 
+    /// Route each path as a Java servlet container reads it (`;parameters`
+    /// stripped, percent-decoded, empty segments merged, `.` and `..`
+    /// resolved) instead of the raw path; off by default.
+    pub fn set_servlet_paths(&self, on: bool) {
+        self.shared.set_servlet_paths(on);
+    }
+
+    /// Every path routed, with its method, as routed (servlet-normalised in
+    /// servlet-path mode), oldest first: API calls and logins, not `/__sim/`
+    /// hooks nor paths refused before routing. The most recent 10 000 are kept.
+    pub fn routed_paths(&self) -> Vec<(Method, String)> {
+        self.shared.routed_paths()
+    }
+
     /// Answer everything with `Connection: close` (or stop doing so).
     pub fn set_close_connections(&self, on: bool) {
         self.shared.set_close_connections(on);
@@ -352,13 +394,15 @@ impl Simulator {
         self.shared.set_delay(d);
     }
 
-    /// Zero the login and request counters and forget recorded requests.
-    /// Tokens, issued-token history and injected faults are kept.
+    /// Zero the login and request counters and forget recorded requests and
+    /// routed paths. Tokens, issued-token history, injected faults and modes
+    /// are kept.
     pub fn reset_counters(&self) {
         self.shared.reset_counters();
     }
 
-    /// Clear pending injected login faults and session errors, and the delay.
+    /// Clear pending injected login faults and session errors, every delay,
+    /// and turn off `Connection: close` and servlet-path mode.
     pub fn reset_faults(&self) {
         self.shared.reset_faults();
     }

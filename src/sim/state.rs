@@ -1,6 +1,6 @@
 //! The simulator's shared state: the token registry (integration and user
 //! tokens, interaction ids, their issue times), login and request counters,
-//! and the faults tests inject.
+//! the record of routed paths, and the faults and modes tests turn on.
 //!
 //! Everything sits behind one `std::sync::Mutex`, taken briefly and never
 //! across an `.await`.
@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use rand::distr::Alphanumeric;
 use rand::{Rng, RngCore};
 use tokio::time::Instant;
@@ -48,12 +48,17 @@ struct Inner {
     logins: HashMap<LoginKey, u64>,
     requests: VecDeque<RecordedRequest>,
     request_count: u64,
+    /// Every path routed (logins included, `/__sim/` not), as routed:
+    /// servlet-normalised when `servlet_paths` is on. Most recent last.
+    routed: VecDeque<(Method, String)>,
     /// Injected login faults: status and how many remain.
     login_faults: Option<(StatusCode, u32)>,
     /// Injected session errors remaining.
     session_errors: u32,
     delay: Duration,
     login_delay: Duration,
+    /// Route the servlet reading of each path instead of the raw path.
+    servlet_paths: bool,
 }
 
 /// State shared by every handler of one simulator.
@@ -264,11 +269,32 @@ impl Shared {
         (inner.login_faults.map_or(0, |(_, n)| n), inner.session_errors)
     }
 
+    pub(crate) fn set_servlet_paths(&self, on: bool) {
+        self.lock().servlet_paths = on;
+    }
+
+    pub(crate) fn servlet_paths(&self) -> bool {
+        self.lock().servlet_paths
+    }
+
+    pub(crate) fn record_routed(&self, method: Method, path: &str) {
+        let mut inner = self.lock();
+        if inner.routed.len() >= KEEP {
+            inner.routed.pop_front();
+        }
+        inner.routed.push_back((method, path.to_owned()));
+    }
+
+    pub(crate) fn routed_paths(&self) -> Vec<(Method, String)> {
+        self.lock().routed.iter().cloned().collect()
+    }
+
     pub(crate) fn reset_counters(&self) {
         let mut inner = self.lock();
         inner.logins.clear();
         inner.requests.clear();
         inner.request_count = 0;
+        inner.routed.clear();
         self.connections.store(0, Ordering::Relaxed);
     }
 
@@ -278,6 +304,7 @@ impl Shared {
         inner.session_errors = 0;
         inner.delay = Duration::ZERO;
         inner.login_delay = Duration::ZERO;
+        inner.servlet_paths = false;
         self.set_close_connections(false);
     }
 }
