@@ -1,8 +1,9 @@
 //! The Knowledge Advanced simulator over real HTTP: logins, token checks,
 //! session errors, the echo, search, interactions, the streamed blob, slow
 //! answers, redirects, injected faults, counters and the `/__sim/` hooks, and
-//! the opt-in knobs of the hardening tests (servlet-path routing, echoed
-//! error pages, an unsolicited 101).
+//! the opt-in knobs of the hardening tests (servlet-path routing, login
+//! delays by outcome, `Retry-After` login faults, echoed error pages, an
+//! unsolicited 101).
 
 use std::time::{Duration, Instant};
 
@@ -1124,6 +1125,99 @@ async fn servlet_paths_reach_logins_through_odd_spellings_and_record_them() {
 }
 
 #[tokio::test]
+async fn rejected_logins_can_answer_late_while_good_ones_answer_at_once() {
+    let site = Site::start().await;
+    let slow = Duration::from_millis(600);
+    site.sim().set_login_delay_on(LoginOutcome::Rejected, slow);
+    let t = Instant::now();
+    let integration = site.integration_token().await;
+    assert!(t.elapsed() < slow, "a good login is not held back");
+    let t = Instant::now();
+    let a = site.user_login(&integration, "okcsuser", "wrong", "ACCOUNT").await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(a.error_code(), "OK-AUTH0001");
+    assert!(t.elapsed() >= slow);
+    let sim = site.sim();
+    assert_eq!(
+        sim.logins(LoginKind::Account, Some("okcsuser"), LoginOutcome::Rejected),
+        1
+    );
+
+    // The general delay holds rejections too; an outcome's own delay wins.
+    sim.reset_faults();
+    sim.set_login_delay(Duration::from_millis(300));
+    let t = Instant::now();
+    let b = site.integration_login("apiuser", "wrong", "ORACLE_KNOWLEDGE").await;
+    assert_eq!(b.status, StatusCode::UNAUTHORIZED);
+    assert!(t.elapsed() >= Duration::from_millis(300));
+
+    sim.reset_faults();
+    let hook = site
+        .send(Method::POST, "/__sim/login-delay?ms=400&outcome=rejected", &[], "")
+        .await;
+    assert_eq!(hook.status, StatusCode::OK);
+    let s = site.get("/__sim/stats", &[]).await.json();
+    assert_eq!(s["loginDelayMs"], 0);
+    assert_eq!(
+        s["loginDelayMsByOutcome"],
+        json!({"ok": 0, "rejected": 400, "failed": 0})
+    );
+    let t = Instant::now();
+    let c = site.integration_login("nobody", "x", "ORACLE_KNOWLEDGE").await;
+    assert_eq!(c.status, StatusCode::UNAUTHORIZED);
+    assert!(t.elapsed() >= Duration::from_millis(400));
+    let bad = site
+        .send(Method::POST, "/__sim/login-delay?ms=1&outcome=late", &[], "")
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn throttled_logins_carry_retry_after_and_are_not_rejections() {
+    let site = Site::start().await;
+    let sim = site.sim();
+    sim.fail_logins_with(429, 2, Some(Duration::from_secs(3)));
+    for _ in 0..2 {
+        let a = site.integration_login("apiuser", "apipass1", "ORACLE_KNOWLEDGE").await;
+        assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(a.header("retry-after"), Some("3"));
+        assert!(!a.error_code().starts_with("OK-"));
+    }
+    let integration = site.integration_token().await;
+    assert_eq!(sim.logins(LoginKind::Integration, None, LoginOutcome::Failed), 2);
+    assert_eq!(sim.logins(LoginKind::Integration, None, LoginOutcome::Rejected), 0);
+
+    // Over HTTP, 408 on the user login; without retry_after, no header.
+    let hook = site
+        .send(
+            Method::POST,
+            "/__sim/fail-logins?status=408&count=1&retry_after=2",
+            &[],
+            "",
+        )
+        .await;
+    assert_eq!(hook.status, StatusCode::OK);
+    let s = site.get("/__sim/stats", &[]).await.json();
+    assert_eq!(s["pendingLoginFailure"], json!({"status": 408, "retryAfter": 2}));
+    let b = site.user_login(&integration, "webuser", "Password1", "CONTACT").await;
+    assert_eq!(b.status, StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(b.header("retry-after"), Some("2"));
+    assert_eq!(sim.logins(LoginKind::Contact, Some("webuser"), LoginOutcome::Failed), 1);
+    assert_eq!(
+        sim.logins(LoginKind::Contact, Some("webuser"), LoginOutcome::Rejected),
+        0
+    );
+    sim.fail_logins(503, 1);
+    let c = site.integration_login("apiuser", "apipass1", "ORACLE_KNOWLEDGE").await;
+    assert_eq!(c.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(c.header("retry-after"), None);
+    assert_eq!(
+        site.get("/__sim/stats", &[]).await.json()["pendingLoginFailure"],
+        Value::Null
+    );
+}
+
+#[tokio::test]
 async fn echo_error_pages_carry_caller_text_that_looks_like_a_session_error() {
     let site = Site::start().await;
     let km = kmauth(&site.integration_token().await, None, &[]);
@@ -1179,4 +1273,29 @@ async fn upgrade_answers_an_unsolicited_101_and_closes() {
     assert!(text.ends_with("\r\n\r\n"), "nothing after the head: {text}");
     let recorded = site.sim().requests().pop().expect("recorded");
     assert_eq!(recorded.path, "/km/api/v1/content/upgrade");
+}
+
+#[tokio::test]
+async fn reset_hook_turns_every_hardening_knob_off() {
+    let site = Site::start().await;
+    for hook in [
+        "/__sim/servlet-paths?on=true",
+        "/__sim/login-delay?ms=5&outcome=failed",
+        "/__sim/fail-logins?status=429&count=4&retry_after=9",
+    ] {
+        assert_eq!(
+            site.send(Method::POST, hook, &[], "").await.status,
+            StatusCode::OK,
+            "{hook}"
+        );
+    }
+    assert_eq!(
+        site.send(Method::POST, "/__sim/reset", &[], "").await.status,
+        StatusCode::OK
+    );
+    let s = site.get("/__sim/stats", &[]).await.json();
+    assert_eq!(s["servletPaths"], false);
+    assert_eq!(s["loginDelayMsByOutcome"]["failed"], 0);
+    assert_eq!(s["pendingLoginFailure"], Value::Null);
+    assert_eq!(s["routedPaths"], json!([]));
 }

@@ -28,17 +28,25 @@
 //!   `close-connections`, `servlet-paths`, `reset`; the `hooks` module has
 //!   the table). Hooks are matched on the raw path.
 //!
-//! # Servlet-path mode
+//! # Knobs for hardening tests
 //!
-//! With [`Simulator::set_servlet_paths`] (`POST /__sim/servlet-paths?on=true`;
-//! [`Simulator::reset_faults`] turns it off) a path is read as Tomcat reads it
-//! before routing: `;parameters` stripped from every segment, percent-decoded,
-//! empty segments merged, `.` and `..` resolved, so
-//! `/km/api/latest/content/..;/auth/authorize` *is* the user login. What
-//! Tomcat refuses (an encoded `/` or `\`, `..` above the root, a bad escape)
-//! is 400 `OK-GEN0001`. Every routed path, as routed, is recorded with its
-//! method, logins included ([`Simulator::routed_paths`], `routedPaths` in
-//! `/__sim/stats`); [`RecordedRequest`] keeps the raw path beside the routed one.
+//! Each is a method on [`Simulator`] and a `/__sim/` hook, and
+//! [`Simulator::reset_faults`] (or `POST /__sim/reset`) turns it off.
+//!
+//! | knob | Rust | hook |
+//! |---|---|---|
+//! | route the servlet reading of each path | [`Simulator::set_servlet_paths`] | `POST /__sim/servlet-paths?on=true` |
+//! | hold login answers back (all, or of one outcome) | [`Simulator::set_login_delay`], [`Simulator::set_login_delay_on`] | `POST /__sim/login-delay?ms=N[&outcome=rejected]` |
+//! | logins answer a status with `Retry-After` | [`Simulator::fail_logins_with`] | `POST /__sim/fail-logins?status=429&count=N&retry_after=S` |
+//!
+//! In servlet-path mode a path is read as Tomcat reads it before routing:
+//! `;parameters` stripped from every segment, percent-decoded, empty segments
+//! merged, `.` and `..` resolved, so `/km/api/latest/content/..;/auth/authorize`
+//! *is* the user login. What Tomcat refuses (an encoded `/` or `\`, `..` above
+//! the root, a bad escape) is 400 `OK-GEN0001`. Every routed path, as routed,
+//! is recorded with its method, logins included ([`Simulator::routed_paths`],
+//! `routedPaths` in `/__sim/stats`); [`RecordedRequest`] keeps the raw path
+//! beside the routed one.
 //!
 //! # HTTP statuses
 //!
@@ -55,7 +63,7 @@
 //! | bearer token together with a `userToken` | 400 | `OK-AUTH0006` |
 //! | unknown/expired `knowledgeInteractionId` | 400 | `OK-SEC0012` |
 //! | search without `interfaceId` | 400 | `OK-SRT0001` |
-//! | injected login fault | as configured | `SIM-INJECTED` |
+//! | injected login fault (`Retry-After` when configured) | as configured | `SIM-INJECTED` |
 //! | path outside the APIs | 404 | `OK-GEN0004` |
 //! | servlet-path mode: a path Tomcat refuses | 400 | `OK-GEN0001` |
 //! | `GET content/echo-error?...` (HTML page echoing the query) | 400 | none (`text/html`) |
@@ -216,7 +224,8 @@ pub enum LoginOutcome {
     Ok,
     /// The credentials (or site, type, body) were refused: a 4xx about the login itself.
     Rejected,
-    /// Not about the credentials: an injected fault ([`Simulator::fail_logins`]),
+    /// Not about the credentials: an injected fault ([`Simulator::fail_logins`],
+    /// [`Simulator::fail_logins_with`], e.g. a 429 or 408 with `Retry-After`),
     /// or a user login refused with a session error because its integration
     /// token had expired.
     Failed,
@@ -342,9 +351,18 @@ impl Simulator {
         self.shared.connections()
     }
 
-    /// Hold every login answer back by `d` (after counting it).
+    /// Hold every login answer back by `d` (after counting it, whatever its
+    /// outcome: a wrong password is answered late too), except answers of an
+    /// outcome given its own delay with [`Simulator::set_login_delay_on`].
     pub fn set_login_delay(&self, d: Duration) {
         self.shared.set_login_delay(d);
+    }
+
+    /// Hold login answers of `outcome` back by `d` (after counting them),
+    /// instead of the [`Simulator::set_login_delay`] delay: e.g. a rejected
+    /// login that answers after `d` while good logins answer at once.
+    pub fn set_login_delay_on(&self, outcome: LoginOutcome, d: Duration) {
+        self.shared.set_outcome_delay(outcome, d);
     }
 
     /// Route each path as a Java servlet container reads it (`;parameters`
@@ -380,7 +398,15 @@ impl Simulator {
     /// counted as [`LoginOutcome::Failed`]. A status that is not a valid HTTP
     /// status becomes 503.
     pub fn fail_logins(&self, status: u16, count: u32) {
-        self.shared.set_login_faults(status, count);
+        self.shared.set_login_faults(status, count, None);
+    }
+
+    /// Like [`Simulator::fail_logins`], and the answers carry
+    /// `Retry-After` (whole seconds, rounded up) when `retry_after` is given:
+    /// e.g. `fail_logins_with(429, 2, Some(Duration::from_secs(3)))`. Counted
+    /// as [`LoginOutcome::Failed`], never as a rejection.
+    pub fn fail_logins_with(&self, status: u16, count: u32, retry_after: Option<Duration>) {
+        self.shared.set_login_faults(status, count, retry_after);
     }
 
     /// Answer the next `count` API calls that reach the token check with the
@@ -394,9 +420,9 @@ impl Simulator {
         self.shared.set_delay(d);
     }
 
-    /// Zero the login and request counters and forget recorded requests and
-    /// routed paths. Tokens, issued-token history, injected faults and modes
-    /// are kept.
+    /// Zero the login and request counters and forget
+    /// recorded requests and routed paths. Tokens, issued-token history,
+    /// injected faults and modes are kept.
     pub fn reset_counters(&self) {
         self.shared.reset_counters();
     }
