@@ -3,7 +3,7 @@
 //! answers, redirects, injected faults, counters and the `/__sim/` hooks, and
 //! the opt-in knobs of the hardening tests (servlet-path routing, login
 //! delays by outcome, `Retry-After` login faults, echoed error pages, an
-//! unsolicited 101).
+//! unsolicited 101, bearer session errors).
 
 use std::time::{Duration, Instant};
 
@@ -1276,10 +1276,73 @@ async fn upgrade_answers_an_unsolicited_101_and_closes() {
 }
 
 #[tokio::test]
+async fn unaccepted_bearers_can_be_answered_with_session_errors_and_counted() {
+    let site = Site::start().await;
+    let km = kmauth(&site.integration_token().await, None, &[]);
+    let forged = [("kmauthtoken", km.as_str()), ("authorization", "Bearer forged")];
+    let sim = site.sim();
+    sim.set_bearer_session_errors(true);
+    let a = site.get("/km/api/latest/content", &forged).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(a.error_code(), "OK-SESSION0003");
+    let xml = site
+        .get(
+            "/km/api/latest/content",
+            &[
+                ("kmauthtoken", &km),
+                ("authorization", "Bearer forged"),
+                ("accept", "application/xml"),
+            ],
+        )
+        .await;
+    assert_eq!(xml.status, StatusCode::BAD_REQUEST);
+    assert!(xml.text().contains("<errorCode>OK-SESSION0003</errorCode>"));
+    assert_eq!(sim.bearer_session_errors(), 2);
+    let good = site
+        .get(
+            "/km/api/latest/content",
+            &[("kmauthtoken", &km), ("authorization", "Bearer demo-jwt")],
+        )
+        .await;
+    assert_eq!(good.status, StatusCode::OK);
+    let basic = site
+        .get(
+            "/km/api/latest/content",
+            &[("kmauthtoken", &km), ("authorization", "Basic YTpi")],
+        )
+        .await;
+    assert_eq!(basic.error_code(), "OK-AUTH0005", "only bearer tokens");
+    assert_eq!(sim.bearer_session_errors(), 2);
+
+    sim.reset_faults();
+    assert_eq!(
+        site.get("/km/api/latest/content", &forged).await.error_code(),
+        "OK-AUTH0005"
+    );
+    let hook = site
+        .send(Method::POST, "/__sim/bearer-session-error?on=true", &[], "")
+        .await;
+    assert_eq!(hook.status, StatusCode::OK);
+    let srt = kmauth(&site.integration_token().await, None, &[("interfaceId", json!(1))]);
+    let b = site
+        .get(
+            "/srt/api/v1/search/question",
+            &[("kmauthtoken", &srt), ("authorization", "Bearer forged")],
+        )
+        .await;
+    assert_eq!(b.error_code(), "OK-GEN0003");
+    let s = site.get("/__sim/stats", &[]).await.json();
+    assert_eq!(s["bearerSessionErrors"], json!({"on": true, "count": 3}));
+    sim.reset_counters();
+    assert_eq!(sim.bearer_session_errors(), 0);
+}
+
+#[tokio::test]
 async fn reset_hook_turns_every_hardening_knob_off() {
     let site = Site::start().await;
     for hook in [
         "/__sim/servlet-paths?on=true",
+        "/__sim/bearer-session-error?on=true",
         "/__sim/login-delay?ms=5&outcome=failed",
         "/__sim/fail-logins?status=429&count=4&retry_after=9",
     ] {
@@ -1295,6 +1358,7 @@ async fn reset_hook_turns_every_hardening_knob_off() {
     );
     let s = site.get("/__sim/stats", &[]).await.json();
     assert_eq!(s["servletPaths"], false);
+    assert_eq!(s["bearerSessionErrors"], json!({"on": false, "count": 0}));
     assert_eq!(s["loginDelayMsByOutcome"]["failed"], 0);
     assert_eq!(s["pendingLoginFailure"], Value::Null);
     assert_eq!(s["routedPaths"], json!([]));

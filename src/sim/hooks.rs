@@ -11,6 +11,7 @@
 //! | `POST /__sim/login-delay?ms=N[&outcome=ok\|rejected\|failed]` | hold every login answer (or only those of `outcome`) back N ms, after the login is counted |
 //! | `POST /__sim/close-connections?on=true` | answer everything with `Connection: close` (`on=false` stops) |
 //! | `POST /__sim/servlet-paths?on=true` | route each path's servlet reading (`;params` stripped, decoded, dot segments resolved) |
+//! | `POST /__sim/bearer-session-error?on=true` | answer an unaccepted bearer token with a session error instead of `OK-AUTH0005` |
 //! | `POST /__sim/reset` | zero the counters and records, and clear injected faults, delays and modes |
 //!
 //! Hooks answer `{"ok":true}` (stats: the stats object); a bad parameter is a 400.
@@ -41,6 +42,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/__sim/close-connections", post(close_connections))
         .route("/__sim/login-delay", post(login_delay))
         .route("/__sim/servlet-paths", post(servlet_paths))
+        .route("/__sim/bearer-session-error", post(bearer_session_error))
         .route("/__sim/reset", post(reset))
 }
 
@@ -83,7 +85,7 @@ fn millis(d: Duration) -> u64 {
 /// "totalLogins", "requestCount", "connections", "routedPaths":[{method,path}],
 /// "pendingLoginFailures", "pendingLoginFailure":{status,retryAfter}|null,
 /// "pendingSessionErrors", "delayMs", "loginDelayMs", "loginDelayMsByOutcome":{outcome:ms},
-/// "servletPaths"}`.
+/// "servletPaths", "bearerSessionErrors":{on,count}}`.
 pub(crate) fn stats_json(shared: &Shared) -> Value {
     let counts = shared.login_counts();
     let mut totals: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
@@ -131,6 +133,10 @@ pub(crate) fn stats_json(shared: &Shared) -> Value {
         "loginDelayMs": millis(shared.login_delay()),
         "loginDelayMsByOutcome": by_outcome,
         "servletPaths": shared.servlet_paths(),
+        "bearerSessionErrors": {
+            "on": shared.bearer_session_errors_on(),
+            "count": shared.bearer_session_error_count(),
+        },
     })
 }
 
@@ -209,6 +215,11 @@ async fn close_connections(State(shared): State<Arc<Shared>>, Query(q): Query<On
 
 async fn servlet_paths(State(shared): State<Arc<Shared>>, Query(q): Query<On>) -> Response {
     shared.set_servlet_paths(q.on);
+    ok()
+}
+
+async fn bearer_session_error(State(shared): State<Arc<Shared>>, Query(q): Query<On>) -> Response {
+    shared.set_bearer_session_errors(q.on);
     ok()
 }
 

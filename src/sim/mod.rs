@@ -25,8 +25,8 @@
 //!   `content/upgrade`).
 //! * `/__sim/...`: unauthenticated test hooks (`expire`, `stats`,
 //!   `fail-logins`, `session-error`, `delay`, `login-delay`,
-//!   `close-connections`, `servlet-paths`, `reset`; the `hooks` module has
-//!   the table). Hooks are matched on the raw path.
+//!   `close-connections`, `servlet-paths`, `bearer-session-error`, `reset`;
+//!   the `hooks` module has the table). Hooks are matched on the raw path.
 //!
 //! # Knobs for hardening tests
 //!
@@ -38,6 +38,7 @@
 //! | route the servlet reading of each path | [`Simulator::set_servlet_paths`] | `POST /__sim/servlet-paths?on=true` |
 //! | hold login answers back (all, or of one outcome) | [`Simulator::set_login_delay`], [`Simulator::set_login_delay_on`] | `POST /__sim/login-delay?ms=N[&outcome=rejected]` |
 //! | logins answer a status with `Retry-After` | [`Simulator::fail_logins_with`] | `POST /__sim/fail-logins?status=429&count=N&retry_after=S` |
+//! | an unaccepted bearer is a session error | [`Simulator::set_bearer_session_errors`] | `POST /__sim/bearer-session-error?on=true` |
 //!
 //! In servlet-path mode a path is read as Tomcat reads it before routing:
 //! `;parameters` stripped from every segment, percent-decoded, empty segments
@@ -60,6 +61,7 @@
 //! | missing or unparseable `kmauthtoken` | 400 | `OK-AUTH0003` |
 //! | `siteName` of another site in `kmauthtoken` | 400 | `OK-AUTH0002` |
 //! | unknown bearer token (or any non-bearer `Authorization`) | 401 | `OK-AUTH0005` |
+//! | the same with [`Simulator::set_bearer_session_errors`] on (counted) | as an expired token | `OK-SESSION0003` / `OK-GEN0003` |
 //! | bearer token together with a `userToken` | 400 | `OK-AUTH0006` |
 //! | unknown/expired `knowledgeInteractionId` | 400 | `OK-SEC0012` |
 //! | search without `interfaceId` | 400 | `OK-SRT0001` |
@@ -379,6 +381,19 @@ impl Simulator {
         self.shared.routed_paths()
     }
 
+    /// Answer a bearer token the simulator does not accept with the session
+    /// error of its API (`OK-SESSION0003`, search `OK-GEN0003`) instead of
+    /// `OK-AUTH0005`; off by default.
+    pub fn set_bearer_session_errors(&self, on: bool) {
+        self.shared.set_bearer_session_errors(on);
+    }
+
+    /// How many bearer calls were answered with a session error by
+    /// [`Simulator::set_bearer_session_errors`].
+    pub fn bearer_session_errors(&self) -> u64 {
+        self.shared.bearer_session_error_count()
+    }
+
     /// Answer everything with `Connection: close` (or stop doing so).
     pub fn set_close_connections(&self, on: bool) {
         self.shared.set_close_connections(on);
@@ -420,7 +435,7 @@ impl Simulator {
         self.shared.set_delay(d);
     }
 
-    /// Zero the login and request counters and forget
+    /// Zero the login, request and bearer-session-error counters and forget
     /// recorded requests and routed paths. Tokens, issued-token history,
     /// injected faults and modes are kept.
     pub fn reset_counters(&self) {
@@ -428,7 +443,8 @@ impl Simulator {
     }
 
     /// Clear pending injected login faults and session errors, every delay,
-    /// and turn off `Connection: close` and servlet-path mode.
+    /// and turn off `Connection: close`, servlet-path mode and bearer session
+    /// errors.
     pub fn reset_faults(&self) {
         self.shared.reset_faults();
     }

@@ -71,6 +71,10 @@ struct Inner {
     outcome_delays: HashMap<LoginOutcome, Duration>,
     /// Route the servlet reading of each path instead of the raw path.
     servlet_paths: bool,
+    /// Answer an unaccepted bearer token with a session error, not `OK-AUTH0005`.
+    bearer_session_errors: bool,
+    /// How many bearer calls were answered so.
+    bearer_session_error_count: u64,
 }
 
 /// State shared by every handler of one simulator.
@@ -320,12 +324,29 @@ impl Shared {
         self.lock().routed.iter().cloned().collect()
     }
 
+    pub(crate) fn set_bearer_session_errors(&self, on: bool) {
+        self.lock().bearer_session_errors = on;
+    }
+
+    pub(crate) fn bearer_session_errors_on(&self) -> bool {
+        self.lock().bearer_session_errors
+    }
+
+    pub(crate) fn count_bearer_session_error(&self) {
+        self.lock().bearer_session_error_count += 1;
+    }
+
+    pub(crate) fn bearer_session_error_count(&self) -> u64 {
+        self.lock().bearer_session_error_count
+    }
+
     pub(crate) fn reset_counters(&self) {
         let mut inner = self.lock();
         inner.logins.clear();
         inner.requests.clear();
         inner.request_count = 0;
         inner.routed.clear();
+        inner.bearer_session_error_count = 0;
         self.connections.store(0, Ordering::Relaxed);
     }
 
@@ -337,6 +358,7 @@ impl Shared {
         inner.login_delay = Duration::ZERO;
         inner.outcome_delays.clear();
         inner.servlet_paths = false;
+        inner.bearer_session_errors = false;
         self.set_close_connections(false);
     }
 }
