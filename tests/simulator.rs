@@ -1,6 +1,9 @@
 //! The Knowledge Advanced simulator over real HTTP: logins, token checks,
 //! session errors, the echo, search, interactions, the streamed blob, slow
-//! answers, redirects, injected faults, counters and the `/__sim/` hooks.
+//! answers, redirects, injected faults, counters and the `/__sim/` hooks, and
+//! the opt-in knobs of the hardening tests (servlet-path routing, login
+//! delays by outcome, `Retry-After` login faults, echoed error pages, an
+//! unsolicited 101, bearer session errors).
 
 use std::time::{Duration, Instant};
 
@@ -107,6 +110,11 @@ impl Site {
     }
 
     async fn user_login(&self, integration: &str, user: &str, password: &str, kind: &str) -> Answer {
+        self.user_login_at("/km/api/v1/auth/authorize", integration, user, password, kind)
+            .await
+    }
+
+    async fn user_login_at(&self, path: &str, integration: &str, user: &str, password: &str, kind: &str) -> Answer {
         let form = serde_urlencoded::to_string([
             ("userName", user),
             ("password", password),
@@ -117,7 +125,7 @@ impl Site {
         let km = kmauth(integration, None, &[]);
         self.send(
             Method::POST,
-            "/km/api/v1/auth/authorize",
+            path,
             &[("content-type", FORM), ("kmauthtoken", &km)],
             form,
         )
@@ -719,9 +727,14 @@ async fn blob_streams_n_bytes_with_and_without_content_length() {
 
 /// Send a raw HTTP/1.1 GET and read until the server closes.
 async fn raw_get(site: &Site, path: &str, km: &str) -> Vec<u8> {
+    raw_request(site, path, km, "connection: close\r\n").await
+}
+
+/// Send a raw HTTP/1.1 GET with `extra` header lines and read until the server closes.
+async fn raw_request(site: &Site, path: &str, km: &str, extra: &str) -> Vec<u8> {
     let mut stream = tokio::net::TcpStream::connect(site.handle.addr).await.expect("connect");
     let req = format!(
-        "GET {path} HTTP/1.1\r\nhost: {}\r\nkmauthtoken: {km}\r\nconnection: close\r\n\r\n",
+        "GET {path} HTTP/1.1\r\nhost: {}\r\nkmauthtoken: {km}\r\n{extra}\r\n",
         site.handle.addr
     );
     stream.write_all(req.as_bytes()).await.expect("write");
@@ -1007,4 +1020,346 @@ async fn serve_stops_when_shutdown_resolves() {
         .expect("serve returns")
         .expect("task");
     assert!(result.is_ok());
+}
+
+#[tokio::test]
+async fn servlet_paths_are_off_by_default_and_route_the_raw_path() {
+    let site = Site::start().await;
+    let integration = site.integration_token().await;
+    let km = kmauth(&integration, None, &[]);
+    let odd = "/km/api/latest/content/..;/auth/authorize";
+    let a = site
+        .user_login_at(odd, &integration, "okcsuser", "Password1", "ACCOUNT")
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(a.json()["path"], odd, "an API call echoed, not a login");
+    let sim = site.sim();
+    assert_eq!(sim.logins(LoginKind::Account, None, LoginOutcome::Ok), 0);
+    let dots = site.get("/km/api/v1/content/%2e%2e/x", &[("kmauthtoken", &km)]).await;
+    assert_eq!(dots.status, StatusCode::OK);
+    assert_eq!(
+        sim.routed_paths(),
+        [
+            (Method::POST, "/km/api/latest/auth/integration/authorize".to_owned()),
+            (Method::POST, odd.to_owned()),
+            (Method::GET, "/km/api/v1/content/%2e%2e/x".to_owned()),
+        ]
+    );
+    let last = sim.requests().pop().expect("recorded");
+    assert_eq!(last.routed_path.as_deref(), Some(last.path.as_str()));
+}
+
+#[tokio::test]
+async fn servlet_paths_reach_logins_through_odd_spellings_and_record_them() {
+    let site = Site::start().await;
+    let hook = site.send(Method::POST, "/__sim/servlet-paths?on=true", &[], "").await;
+    assert_eq!(hook.status, StatusCode::OK);
+    let body = json!({ "login": "apiuser", "password": "apipass1", "siteName": "ORACLE_KNOWLEDGE" });
+    let i = site
+        .send(
+            Method::POST,
+            "/km/api/v1/content/%2e%2e/auth;x=1//integration/./authorize",
+            &[("content-type", "application/json")],
+            body.to_string(),
+        )
+        .await;
+    assert_eq!(i.status, StatusCode::OK, "{}", i.text());
+    let integration = i.json()["authenticationToken"].as_str().expect("token").to_owned();
+    let odd = "/km/api/latest/content/..;/auth/authorize";
+    let u = site
+        .user_login_at(odd, &integration, "okcsuser", "Password1", "ACCOUNT")
+        .await;
+    assert_eq!(u.status, StatusCode::OK, "{}", u.text());
+    user_token_of(&u);
+    let sim = site.sim();
+    assert_eq!(sim.logins(LoginKind::Integration, Some("apiuser"), LoginOutcome::Ok), 1);
+    assert_eq!(sim.logins(LoginKind::Account, Some("okcsuser"), LoginOutcome::Ok), 1);
+
+    let km = kmauth(&integration, None, &[]);
+    let echo = site
+        .get("/km/api/v1/content;a=b/./X?q=1", &[("kmauthtoken", &km)])
+        .await;
+    assert_eq!(echo.status, StatusCode::OK);
+    assert_eq!(
+        echo.json()["path"],
+        "/km/api/v1/content;a=b/./X",
+        "the echo shows the raw path"
+    );
+    let recorded = sim.requests().pop().expect("recorded");
+    assert_eq!(recorded.path, "/km/api/v1/content;a=b/./X");
+    assert_eq!(recorded.routed_path.as_deref(), Some("/km/api/v1/content/X"));
+
+    // What Tomcat refuses is refused before routing, and not routed.
+    for refused in ["/km/api/v1/../../../..", "/km/api/v1/content/a%2Fb", "/km/api/v1/%zz"] {
+        let a = site.get(refused, &[("kmauthtoken", &km)]).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{refused}");
+        assert_eq!(a.error_code(), "OK-GEN0001");
+        let last = sim.requests().pop().expect("recorded");
+        assert_eq!((last.path.as_str(), last.routed_path), (refused, None));
+    }
+
+    let routed = sim.routed_paths();
+    assert_eq!(
+        routed,
+        [
+            (Method::POST, "/km/api/v1/auth/integration/authorize".to_owned()),
+            (Method::POST, "/km/api/latest/auth/authorize".to_owned()),
+            (Method::GET, "/km/api/v1/content/X".to_owned()),
+        ]
+    );
+    let auth_calls = routed.iter().filter(|(_, p)| p.contains("/auth/")).count();
+    assert_eq!(auth_calls, 2);
+    let stats = site.get("/__sim/stats", &[]).await.json();
+    assert_eq!(stats["servletPaths"], true);
+    assert_eq!(
+        stats["routedPaths"][1],
+        json!({"method": "POST", "path": "/km/api/latest/auth/authorize"})
+    );
+
+    sim.reset_counters();
+    assert!(sim.routed_paths().is_empty());
+    sim.reset_faults();
+    let raw = site.get("/km/api/v1/content/%2e%2e/X", &[("kmauthtoken", &km)]).await;
+    assert_eq!(raw.status, StatusCode::OK, "reset_faults turns the mode off");
+    assert_eq!(sim.routed_paths()[0].1, "/km/api/v1/content/%2e%2e/X");
+}
+
+#[tokio::test]
+async fn rejected_logins_can_answer_late_while_good_ones_answer_at_once() {
+    let site = Site::start().await;
+    let slow = Duration::from_millis(600);
+    site.sim().set_login_delay_on(LoginOutcome::Rejected, slow);
+    let t = Instant::now();
+    let integration = site.integration_token().await;
+    assert!(t.elapsed() < slow, "a good login is not held back");
+    let t = Instant::now();
+    let a = site.user_login(&integration, "okcsuser", "wrong", "ACCOUNT").await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(a.error_code(), "OK-AUTH0001");
+    assert!(t.elapsed() >= slow);
+    let sim = site.sim();
+    assert_eq!(
+        sim.logins(LoginKind::Account, Some("okcsuser"), LoginOutcome::Rejected),
+        1
+    );
+
+    // The general delay holds rejections too; an outcome's own delay wins.
+    sim.reset_faults();
+    sim.set_login_delay(Duration::from_millis(300));
+    let t = Instant::now();
+    let b = site.integration_login("apiuser", "wrong", "ORACLE_KNOWLEDGE").await;
+    assert_eq!(b.status, StatusCode::UNAUTHORIZED);
+    assert!(t.elapsed() >= Duration::from_millis(300));
+
+    sim.reset_faults();
+    let hook = site
+        .send(Method::POST, "/__sim/login-delay?ms=400&outcome=rejected", &[], "")
+        .await;
+    assert_eq!(hook.status, StatusCode::OK);
+    let s = site.get("/__sim/stats", &[]).await.json();
+    assert_eq!(s["loginDelayMs"], 0);
+    assert_eq!(
+        s["loginDelayMsByOutcome"],
+        json!({"ok": 0, "rejected": 400, "failed": 0})
+    );
+    let t = Instant::now();
+    let c = site.integration_login("nobody", "x", "ORACLE_KNOWLEDGE").await;
+    assert_eq!(c.status, StatusCode::UNAUTHORIZED);
+    assert!(t.elapsed() >= Duration::from_millis(400));
+    let bad = site
+        .send(Method::POST, "/__sim/login-delay?ms=1&outcome=late", &[], "")
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn throttled_logins_carry_retry_after_and_are_not_rejections() {
+    let site = Site::start().await;
+    let sim = site.sim();
+    sim.fail_logins_with(429, 2, Some(Duration::from_secs(3)));
+    for _ in 0..2 {
+        let a = site.integration_login("apiuser", "apipass1", "ORACLE_KNOWLEDGE").await;
+        assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(a.header("retry-after"), Some("3"));
+        assert!(!a.error_code().starts_with("OK-"));
+    }
+    let integration = site.integration_token().await;
+    assert_eq!(sim.logins(LoginKind::Integration, None, LoginOutcome::Failed), 2);
+    assert_eq!(sim.logins(LoginKind::Integration, None, LoginOutcome::Rejected), 0);
+
+    // Over HTTP, 408 on the user login; without retry_after, no header.
+    let hook = site
+        .send(
+            Method::POST,
+            "/__sim/fail-logins?status=408&count=1&retry_after=2",
+            &[],
+            "",
+        )
+        .await;
+    assert_eq!(hook.status, StatusCode::OK);
+    let s = site.get("/__sim/stats", &[]).await.json();
+    assert_eq!(s["pendingLoginFailure"], json!({"status": 408, "retryAfter": 2}));
+    let b = site.user_login(&integration, "webuser", "Password1", "CONTACT").await;
+    assert_eq!(b.status, StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(b.header("retry-after"), Some("2"));
+    assert_eq!(sim.logins(LoginKind::Contact, Some("webuser"), LoginOutcome::Failed), 1);
+    assert_eq!(
+        sim.logins(LoginKind::Contact, Some("webuser"), LoginOutcome::Rejected),
+        0
+    );
+    sim.fail_logins(503, 1);
+    let c = site.integration_login("apiuser", "apipass1", "ORACLE_KNOWLEDGE").await;
+    assert_eq!(c.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(c.header("retry-after"), None);
+    assert_eq!(
+        site.get("/__sim/stats", &[]).await.json()["pendingLoginFailure"],
+        Value::Null
+    );
+}
+
+#[tokio::test]
+async fn echo_error_pages_carry_caller_text_that_looks_like_a_session_error() {
+    let site = Site::start().await;
+    let km = kmauth(&site.integration_token().await, None, &[]);
+    let query = "q=%3CerrorCode%3EOK-SESSION0003%3C%2FerrorCode%3E";
+    let html = site
+        .get(
+            &format!("/km/api/v1/content/echo-error?{query}"),
+            &[("kmauthtoken", &km)],
+        )
+        .await;
+    assert_eq!(html.status, StatusCode::BAD_REQUEST);
+    assert!(html.header("content-type").is_some_and(|c| c.starts_with("text/html")));
+    assert!(
+        html.text().contains("<errorCode>OK-SESSION0003</errorCode>"),
+        "{}",
+        html.text()
+    );
+
+    let json = site
+        .get(
+            &format!("/km/api/latest/content/echo-error-json?{query}"),
+            &[("kmauthtoken", &km)],
+        )
+        .await;
+    assert_eq!(json.status, StatusCode::BAD_REQUEST);
+    assert_eq!(json.header("content-type"), Some("application/json"));
+    let body = json.json();
+    assert_eq!(body["title"], "No results for q=<errorCode>OK-SESSION0003</errorCode>");
+    assert!(body.get("error").is_none() && body.get("errors").is_none());
+
+    // The token is checked first: an expired one gets the real session error.
+    site.sim().expire_all_tokens();
+    let expired = site
+        .get(
+            &format!("/km/api/v1/content/echo-error?{query}"),
+            &[("kmauthtoken", &km)],
+        )
+        .await;
+    assert_eq!(expired.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(expired.error_code(), "OK-SESSION0003");
+}
+
+#[tokio::test]
+async fn upgrade_answers_an_unsolicited_101_and_closes() {
+    let site = Site::start().await;
+    let km = kmauth(&site.integration_token().await, None, &[]);
+    // No `Upgrade` asked for, and no `Connection: close`: the server closes by itself.
+    let raw = raw_request(&site, "/km/api/v1/content/upgrade", &km, "").await;
+    let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 101 switching protocols\r\n"), "{text}");
+    assert!(text.contains("\r\nconnection: upgrade\r\n"), "{text}");
+    assert!(text.contains("\r\nupgrade: websocket\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\n"), "nothing after the head: {text}");
+    let recorded = site.sim().requests().pop().expect("recorded");
+    assert_eq!(recorded.path, "/km/api/v1/content/upgrade");
+}
+
+#[tokio::test]
+async fn unaccepted_bearers_can_be_answered_with_session_errors_and_counted() {
+    let site = Site::start().await;
+    let km = kmauth(&site.integration_token().await, None, &[]);
+    let forged = [("kmauthtoken", km.as_str()), ("authorization", "Bearer forged")];
+    let sim = site.sim();
+    sim.set_bearer_session_errors(true);
+    let a = site.get("/km/api/latest/content", &forged).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(a.error_code(), "OK-SESSION0003");
+    let xml = site
+        .get(
+            "/km/api/latest/content",
+            &[
+                ("kmauthtoken", &km),
+                ("authorization", "Bearer forged"),
+                ("accept", "application/xml"),
+            ],
+        )
+        .await;
+    assert_eq!(xml.status, StatusCode::BAD_REQUEST);
+    assert!(xml.text().contains("<errorCode>OK-SESSION0003</errorCode>"));
+    assert_eq!(sim.bearer_session_errors(), 2);
+    let good = site
+        .get(
+            "/km/api/latest/content",
+            &[("kmauthtoken", &km), ("authorization", "Bearer demo-jwt")],
+        )
+        .await;
+    assert_eq!(good.status, StatusCode::OK);
+    let basic = site
+        .get(
+            "/km/api/latest/content",
+            &[("kmauthtoken", &km), ("authorization", "Basic YTpi")],
+        )
+        .await;
+    assert_eq!(basic.error_code(), "OK-AUTH0005", "only bearer tokens");
+    assert_eq!(sim.bearer_session_errors(), 2);
+
+    sim.reset_faults();
+    assert_eq!(
+        site.get("/km/api/latest/content", &forged).await.error_code(),
+        "OK-AUTH0005"
+    );
+    let hook = site
+        .send(Method::POST, "/__sim/bearer-session-error?on=true", &[], "")
+        .await;
+    assert_eq!(hook.status, StatusCode::OK);
+    let srt = kmauth(&site.integration_token().await, None, &[("interfaceId", json!(1))]);
+    let b = site
+        .get(
+            "/srt/api/v1/search/question",
+            &[("kmauthtoken", &srt), ("authorization", "Bearer forged")],
+        )
+        .await;
+    assert_eq!(b.error_code(), "OK-GEN0003");
+    let s = site.get("/__sim/stats", &[]).await.json();
+    assert_eq!(s["bearerSessionErrors"], json!({"on": true, "count": 3}));
+    sim.reset_counters();
+    assert_eq!(sim.bearer_session_errors(), 0);
+}
+
+#[tokio::test]
+async fn reset_hook_turns_every_hardening_knob_off() {
+    let site = Site::start().await;
+    for hook in [
+        "/__sim/servlet-paths?on=true",
+        "/__sim/bearer-session-error?on=true",
+        "/__sim/login-delay?ms=5&outcome=failed",
+        "/__sim/fail-logins?status=429&count=4&retry_after=9",
+    ] {
+        assert_eq!(
+            site.send(Method::POST, hook, &[], "").await.status,
+            StatusCode::OK,
+            "{hook}"
+        );
+    }
+    assert_eq!(
+        site.send(Method::POST, "/__sim/reset", &[], "").await.status,
+        StatusCode::OK
+    );
+    let s = site.get("/__sim/stats", &[]).await.json();
+    assert_eq!(s["servletPaths"], false);
+    assert_eq!(s["bearerSessionErrors"], json!({"on": false, "count": 0}));
+    assert_eq!(s["loginDelayMsByOutcome"]["failed"], 0);
+    assert_eq!(s["pendingLoginFailure"], Value::Null);
+    assert_eq!(s["routedPaths"], json!([]));
 }

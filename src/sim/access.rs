@@ -6,7 +6,9 @@
 //! Checks run in this order, and the first failure is the answer: header
 //! present and a JSON object → `siteName` → injected session error →
 //! integration token → bearer or user token → interaction id → `interfaceId`
-//! (search only).
+//! (search only). An unaccepted bearer token is `OK-AUTH0005`, or, with
+//! `Simulator::set_bearer_session_errors`, the session error of its API
+//! (counted); a non-bearer `Authorization` is always `OK-AUTH0005`.
 
 use axum::http::{header, HeaderMap};
 use serde_json::{Map, Value};
@@ -77,6 +79,10 @@ pub(crate) fn authorize_call(
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, jwt)| jwt.trim());
         if !bearer.is_some_and(|jwt| shared.config.bearer_tokens.iter().any(|t| t == jwt)) {
+            if bearer.is_some() && shared.bearer_session_errors_on() {
+                shared.count_bearer_session_error();
+                return Err(expired());
+            }
             return Err(OracleError::invalid_bearer());
         }
         if user_token.is_some() {

@@ -8,11 +8,16 @@
 //! * `GET /km/api/{ver}/content/blob?bytes=N[&chunked=1][&fail_after=M][&stall_after=M]` → N pattern bytes
 //! * `GET /km/api/{ver}/content/slow?ms=N` → the echo, after N ms
 //! * `GET /km/api/{ver}/content/redirect?to=URL` → 302 to URL
+//! * `GET /km/api/{ver}/content/echo-error?...` → 400 HTML page echoing the query (see `traps`)
+//! * `GET /km/api/{ver}/content/echo-error-json?...` → 400 JSON whose `title` echoes the query
+//! * `GET /km/api/{ver}/content/upgrade` → an unsolicited `101 Switching Protocols`
 //! * any other `/km/api/{ver}/...` → the echo with fake articles (`items`)
 //! * any `/srt/api/{ver}/...` → the echo with fake search `results`
 //!
-//! Every API request is recorded (after its body is read, before the answer),
-//! then delayed by the configured delay, then its tokens are checked.
+//! Every request is routed by its path, or, in servlet-path mode, by the
+//! path's servlet reading (see `servlet`); the routed path is recorded, logins
+//! included. Every API request is recorded (after its body is read, before the
+//! answer), then delayed by the configured delay, then its tokens are checked.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,37 +35,48 @@ use super::auth;
 use super::blob::PatternBody;
 use super::errors::{xml_escape, Api, Format, OracleError};
 use super::state::Shared;
-use super::RecordedRequest;
+use super::{servlet, traps, RecordedRequest};
 
 /// The simulator's fallback handler: every request not under `/__sim/`.
 pub(crate) async fn dispatch(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let path = parts.uri.path().to_owned();
+    let path = match routed_path(&shared, parts.uri.path()) {
+        Ok(path) => path,
+        Err(e) => {
+            let format = Format::for_errors(&parts.headers);
+            let _ = record(&shared, &parts, None, body).await;
+            return OracleError::invalid_input(e.reason()).respond(format);
+        }
+    };
+    shared.record_routed(parts.method.clone(), &path);
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let post = parts.method == Method::POST;
     match segments.as_slice() {
         ["km", "api", _, "auth", "integration", "authorize"] if post => {
-            let answer = auth::integration_login(&shared, &parts.headers, body).await;
-            login_delay(&shared).await;
-            answer
+            auth::integration_login(&shared, &parts.headers, body).await
         }
-        ["km", "api", _, "auth", "authorize"] if post => {
-            let answer = auth::user_login(&shared, &parts.headers, body).await;
-            login_delay(&shared).await;
-            answer
-        }
+        ["km", "api", _, "auth", "authorize"] if post => auth::user_login(&shared, &parts.headers, body).await,
         ["km", "api", _, "auth", "integration", "authorize"] | ["km", "api", _, "auth", "authorize"] => {
             let format = Format::for_errors(&parts.headers);
-            let _ = record(&shared, &parts, body).await;
+            let _ = record(&shared, &parts, Some(&path), body).await;
             OracleError::method_not_allowed().respond(format)
         }
-        ["km", "api", _, rest @ ..] => api_call(&shared, Api::Km, &parts, rest, body).await,
-        ["srt", "api", _, rest @ ..] => api_call(&shared, Api::Srt, &parts, rest, body).await,
+        ["km", "api", _, rest @ ..] => api_call(&shared, Api::Km, &parts, &path, rest, body).await,
+        ["srt", "api", _, rest @ ..] => api_call(&shared, Api::Srt, &parts, &path, rest, body).await,
         _ => {
             let format = Format::for_errors(&parts.headers);
-            let _ = record(&shared, &parts, body).await;
+            let _ = record(&shared, &parts, Some(&path), body).await;
             OracleError::not_found().respond(format)
         }
+    }
+}
+
+/// The path to route: the raw path, or its servlet reading in servlet-path mode.
+fn routed_path(shared: &Shared, raw: &str) -> Result<String, servlet::ServletPathError> {
+    if shared.servlet_paths() {
+        servlet::normalise(raw)
+    } else {
+        Ok(raw.to_owned())
     }
 }
 
@@ -71,8 +87,9 @@ struct BodyDigest {
     complete: bool,
 }
 
-/// Read (and hash, without keeping) the body, then record the request.
-async fn record(shared: &Shared, parts: &Parts, mut body: Body) -> BodyDigest {
+/// Read (and hash, without keeping) the body, then record the request
+/// (`routed`: the path it was routed by, `None` if it had no servlet reading).
+async fn record(shared: &Shared, parts: &Parts, routed: Option<&str>, mut body: Body) -> BodyDigest {
     let mut hasher = Sha256::new();
     let mut len = 0usize;
     let mut complete = true;
@@ -98,6 +115,7 @@ async fn record(shared: &Shared, parts: &Parts, mut body: Body) -> BodyDigest {
     shared.record(RecordedRequest {
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
+        routed_path: routed.map(str::to_owned),
         query: parts.uri.query().map(str::to_owned),
         headers: parts.headers.clone(),
         kmauthtoken: access::parse_kmauthtoken(&parts.headers).ok().map(Value::Object),
@@ -114,6 +132,9 @@ enum Endpoint {
     Blob,
     Slow,
     Redirect,
+    EchoErrorHtml,
+    EchoErrorJson,
+    Upgrade,
     Echo,
 }
 
@@ -126,21 +147,15 @@ fn endpoint(api: Api, method: &Method, rest: &[&str]) -> Endpoint {
         ["content", "blob"] => Endpoint::Blob,
         ["content", "slow"] => Endpoint::Slow,
         ["content", "redirect"] => Endpoint::Redirect,
+        ["content", "echo-error"] => Endpoint::EchoErrorHtml,
+        ["content", "echo-error-json"] => Endpoint::EchoErrorJson,
+        ["content", "upgrade"] => Endpoint::Upgrade,
         _ => Endpoint::Echo,
     }
 }
 
-/// Holds a login's answer back (after the login was counted and its token
-/// issued), as a slow identity service would.
-async fn login_delay(shared: &Shared) {
-    let delay = shared.login_delay();
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
-}
-
-async fn api_call(shared: &Shared, api: Api, parts: &Parts, rest: &[&str], body: Body) -> Response {
-    let digest = record(shared, parts, body).await;
+async fn api_call(shared: &Shared, api: Api, parts: &Parts, routed: &str, rest: &[&str], body: Body) -> Response {
+    let digest = record(shared, parts, Some(routed), body).await;
     let delay = shared.delay();
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -178,6 +193,9 @@ async fn answer(shared: &Shared, api: Api, parts: &Parts, endpoint: Endpoint, di
             Err(e) => Err(e),
         },
         Endpoint::Redirect => redirect(query),
+        Endpoint::EchoErrorHtml => Ok(traps::echo_error_html(query)),
+        Endpoint::EchoErrorJson => Ok(traps::echo_error_json(query)),
+        Endpoint::Upgrade => Ok(traps::unsolicited_upgrade()),
         Endpoint::Echo => Ok(echo(api, parts, digest, &principal)),
     };
     result.unwrap_or_else(|e| e.respond(errors))

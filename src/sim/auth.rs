@@ -3,7 +3,9 @@
 //!
 //! Login attempts are counted (by kind, user name as sent, outcome) before
 //! the answer is built, so a test reading the counters right after the
-//! response sees them.
+//! response sees them. The answer is then held back by the login delay for
+//! its outcome (`Shared::login_delay_for`): rejections and injected faults
+//! as well as successes, as a slow identity service would.
 
 use axum::body::{to_bytes, Body};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -74,21 +76,40 @@ fn finish(
     user: &str,
     format: Format,
     result: Result<Response, (LoginOutcome, OracleError)>,
-) -> Response {
+) -> (LoginOutcome, Response) {
     let outcome = match &result {
         Ok(_) => LoginOutcome::Ok,
         Err((outcome, _)) => *outcome,
     };
     shared.count_login(kind, user, outcome);
     tracing::debug!(?kind, ?outcome, "simulator login");
-    match result {
+    let response = match result {
         Ok(response) => response,
         Err((_, error)) => error.respond(format),
+    };
+    (outcome, response)
+}
+
+/// Hold a counted login's answer back by the delay for its outcome.
+async fn held((outcome, response): (LoginOutcome, Response), shared: &Shared) -> Response {
+    let delay = shared.login_delay_for(outcome);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
+    response
 }
 
 /// `POST /km/api/{ver}/auth/integration/authorize`.
 pub(crate) async fn integration_login(shared: &Shared, headers: &HeaderMap, body: Body) -> Response {
+    held(integration_attempt(shared, headers, body).await, shared).await
+}
+
+/// `POST /km/api/{ver}/auth/authorize`.
+pub(crate) async fn user_login(shared: &Shared, headers: &HeaderMap, body: Body) -> Response {
+    held(user_attempt(shared, headers, body).await, shared).await
+}
+
+async fn integration_attempt(shared: &Shared, headers: &HeaderMap, body: Body) -> (LoginOutcome, Response) {
     let format = Format::for_errors(headers);
     let rejected = |e| (LoginOutcome::Rejected, e);
     let bytes = match login_body(body).await {
@@ -98,8 +119,9 @@ pub(crate) async fn integration_login(shared: &Shared, headers: &HeaderMap, body
     let parsed = serde_json::from_slice::<IntegrationLogin>(&bytes);
     let user = parsed.as_ref().map(|p| p.login.clone()).unwrap_or_default();
     let result = (|| {
-        if let Some(status) = shared.take_login_fault() {
-            return Err((LoginOutcome::Failed, OracleError::injected(status)));
+        if let Some(fault) = shared.take_login_fault() {
+            let error = OracleError::injected(fault.status, fault.retry_after);
+            return Err((LoginOutcome::Failed, error));
         }
         if headers.contains_key("kmauthtoken") {
             let token = parse_kmauthtoken(headers).map_err(rejected)?;
@@ -155,8 +177,7 @@ fn is_form(headers: &HeaderMap) -> bool {
         })
 }
 
-/// `POST /km/api/{ver}/auth/authorize`.
-pub(crate) async fn user_login(shared: &Shared, headers: &HeaderMap, body: Body) -> Response {
+async fn user_attempt(shared: &Shared, headers: &HeaderMap, body: Body) -> (LoginOutcome, Response) {
     let format = Format::for_errors(headers);
     let rejected = |e| (LoginOutcome::Rejected, e);
     let bytes = match login_body(body).await {
@@ -165,8 +186,9 @@ pub(crate) async fn user_login(shared: &Shared, headers: &HeaderMap, body: Body)
     };
     let (kind, user) = login_identity(&bytes);
     let result = (|| {
-        if let Some(status) = shared.take_login_fault() {
-            return Err((LoginOutcome::Failed, OracleError::injected(status)));
+        if let Some(fault) = shared.take_login_fault() {
+            let error = OracleError::injected(fault.status, fault.retry_after);
+            return Err((LoginOutcome::Failed, error));
         }
         let token = parse_kmauthtoken(headers).map_err(rejected)?;
         if !site_matches(shared, token.get("siteName")) {

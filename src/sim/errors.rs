@@ -72,6 +72,8 @@ pub(crate) struct OracleError {
     pub(crate) code: &'static str,
     pub(crate) kind: &'static str,
     pub(crate) detail: Option<String>,
+    /// `Retry-After` in seconds, sent as a header (injected login faults only).
+    pub(crate) retry_after: Option<u64>,
 }
 
 impl OracleError {
@@ -82,6 +84,7 @@ impl OracleError {
             code,
             kind: "VALIDATION",
             detail: None,
+            retry_after: None,
         }
     }
 
@@ -172,10 +175,11 @@ impl OracleError {
         Self::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed", "OK-GEN0005")
     }
 
-    /// A fault injected with `fail_logins`.
-    pub(crate) fn injected(status: StatusCode) -> Self {
+    /// A fault injected with `fail_logins`, with `Retry-After` when given.
+    pub(crate) fn injected(status: StatusCode, retry_after: Option<u64>) -> Self {
         Self {
             kind: "SYSTEM",
+            retry_after,
             ..Self::new(status, "Injected failure (simulator)", "SIM-INJECTED")
         }
     }
@@ -207,7 +211,8 @@ impl OracleError {
 
     /// Render in the representation the client asked for.
     pub(crate) fn respond(self, format: Format) -> Response {
-        match format {
+        let retry_after = self.retry_after;
+        let mut response = match format {
             Format::Json => (self.status, axum::Json(self.json_body())).into_response(),
             Format::Xml => (
                 self.status,
@@ -215,7 +220,13 @@ impl OracleError {
                 self.xml_body(),
             )
                 .into_response(),
+        };
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        response
     }
 }
 
@@ -271,7 +282,8 @@ mod tests {
             OracleError::interface_required(),
             OracleError::not_found(),
             OracleError::method_not_allowed(),
-            OracleError::injected(StatusCode::SERVICE_UNAVAILABLE),
+            OracleError::injected(StatusCode::SERVICE_UNAVAILABLE, None),
+            OracleError::injected(StatusCode::TOO_MANY_REQUESTS, Some(1)),
         ] {
             assert!(!e.code.starts_with("OK-SESSION"), "{}", e.code);
             assert!(!e.code.starts_with("OK-GEN0003"), "{}", e.code);

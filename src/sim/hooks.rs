@@ -4,13 +4,15 @@
 //! | request | effect |
 //! |---|---|
 //! | `POST /__sim/expire` | expire every token and interaction id issued so far |
-//! | `GET /__sim/stats` | login counters by kind, user, outcome; request count; pending faults |
-//! | `POST /__sim/fail-logins?status=503&count=3` | answer the next `count` logins with `status` (defaults 503, 1) |
+//! | `GET /__sim/stats` | login counters by kind, user, outcome; request count; routed paths; pending faults and modes |
+//! | `POST /__sim/fail-logins?status=503&count=3[&retry_after=S]` | answer the next `count` logins with `status` (defaults 503, 1), with `Retry-After: S` when given |
 //! | `POST /__sim/session-error?count=1` | answer the next `count` API calls with a session error (default 1) |
 //! | `POST /__sim/delay?ms=N` | delay every API answer by N ms (0 turns it off) |
-//! | `POST /__sim/login-delay?ms=N` | hold every login answer back N ms, after the login is counted (0 turns it off) |
+//! | `POST /__sim/login-delay?ms=N[&outcome=ok\|rejected\|failed]` | hold every login answer (or only those of `outcome`) back N ms, after the login is counted |
 //! | `POST /__sim/close-connections?on=true` | answer everything with `Connection: close` (`on=false` stops) |
-//! | `POST /__sim/reset` | zero the counters and clear injected faults and the delay |
+//! | `POST /__sim/servlet-paths?on=true` | route each path's servlet reading (`;params` stripped, decoded, dot segments resolved) |
+//! | `POST /__sim/bearer-session-error?on=true` | answer an unaccepted bearer token with a session error instead of `OK-AUTH0005` |
+//! | `POST /__sim/reset` | zero the counters and records, and clear injected faults, delays and modes |
 //!
 //! Hooks answer `{"ok":true}` (stats: the stats object); a bad parameter is a 400.
 
@@ -39,6 +41,8 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/__sim/delay", post(delay))
         .route("/__sim/close-connections", post(close_connections))
         .route("/__sim/login-delay", post(login_delay))
+        .route("/__sim/servlet-paths", post(servlet_paths))
+        .route("/__sim/bearer-session-error", post(bearer_session_error))
         .route("/__sim/reset", post(reset))
 }
 
@@ -67,8 +71,21 @@ fn outcome_name(outcome: LoginOutcome) -> &'static str {
     }
 }
 
+fn outcome_named(name: &str) -> Option<LoginOutcome> {
+    [LoginOutcome::Ok, LoginOutcome::Rejected, LoginOutcome::Failed]
+        .into_iter()
+        .find(|o| outcome_name(*o) == name)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// `{"logins":[{kind,user,outcome,count}], "loginTotals":{kind:{outcome:n}},
-/// "totalLogins", "requestCount", "connections", "pendingLoginFailures", "pendingSessionErrors", "delayMs"}`.
+/// "totalLogins", "requestCount", "connections", "routedPaths":[{method,path}],
+/// "pendingLoginFailures", "pendingLoginFailure":{status,retryAfter}|null,
+/// "pendingSessionErrors", "delayMs", "loginDelayMs", "loginDelayMsByOutcome":{outcome:ms},
+/// "servletPaths", "bearerSessionErrors":{on,count}}`.
 pub(crate) fn stats_json(shared: &Shared) -> Value {
     let counts = shared.login_counts();
     let mut totals: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
@@ -90,16 +107,36 @@ pub(crate) fn stats_json(shared: &Shared) -> Value {
         })
         .collect();
     let (login_faults, session_errors) = shared.pending_faults();
+    let routed: Vec<Value> = shared
+        .routed_paths()
+        .into_iter()
+        .map(|(method, path)| json!({ "method": method.as_str(), "path": path }))
+        .collect();
+    let by_outcome: BTreeMap<&str, u64> = [LoginOutcome::Ok, LoginOutcome::Rejected, LoginOutcome::Failed]
+        .into_iter()
+        .map(|o| (outcome_name(o), millis(shared.login_delay_for(o))))
+        .collect();
+    let pending_fault = shared
+        .pending_login_fault()
+        .map(|f| json!({ "status": f.status.as_u16(), "retryAfter": f.retry_after }));
     json!({
         "logins": logins,
         "loginTotals": totals,
         "totalLogins": shared.total_logins(),
         "requestCount": shared.request_count(),
         "connections": shared.connections(),
+        "routedPaths": routed,
         "pendingLoginFailures": login_faults,
+        "pendingLoginFailure": pending_fault,
         "pendingSessionErrors": session_errors,
-        "delayMs": u64::try_from(shared.delay().as_millis()).unwrap_or(u64::MAX),
-        "loginDelayMs": u64::try_from(shared.login_delay().as_millis()).unwrap_or(u64::MAX),
+        "delayMs": millis(shared.delay()),
+        "loginDelayMs": millis(shared.login_delay()),
+        "loginDelayMsByOutcome": by_outcome,
+        "servletPaths": shared.servlet_paths(),
+        "bearerSessionErrors": {
+            "on": shared.bearer_session_errors_on(),
+            "count": shared.bearer_session_error_count(),
+        },
     })
 }
 
@@ -107,19 +144,25 @@ async fn stats(State(shared): State<Arc<Shared>>) -> Response {
     Json(stats_json(&shared)).into_response()
 }
 
+fn bad(error: &str) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({ "ok": false, "error": error }))).into_response()
+}
+
 #[derive(Deserialize)]
 struct FailLogins {
     status: Option<u16>,
     count: Option<u32>,
+    /// Seconds, sent as `Retry-After`.
+    retry_after: Option<u64>,
 }
 
 async fn fail_logins(State(shared): State<Arc<Shared>>, Query(q): Query<FailLogins>) -> Response {
     let status = q.status.unwrap_or(503);
     if StatusCode::from_u16(status).is_err() {
-        let body = json!({ "ok": false, "error": "status must be an HTTP status (100-999)" });
-        return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+        return bad("status must be an HTTP status (100-999)");
     }
-    shared.set_login_faults(status, q.count.unwrap_or(1));
+    let retry_after = q.retry_after.map(Duration::from_secs);
+    shared.set_login_faults(status, q.count.unwrap_or(1), retry_after);
     ok()
 }
 
@@ -143,8 +186,20 @@ async fn delay(State(shared): State<Arc<Shared>>, Query(q): Query<Delay>) -> Res
     ok()
 }
 
-async fn login_delay(State(shared): State<Arc<Shared>>, Query(q): Query<Delay>) -> Response {
-    shared.set_login_delay(Duration::from_millis(q.ms));
+#[derive(Deserialize)]
+struct LoginDelay {
+    ms: u64,
+    /// `ok`, `rejected` or `failed`: only logins of this outcome.
+    outcome: Option<String>,
+}
+
+async fn login_delay(State(shared): State<Arc<Shared>>, Query(q): Query<LoginDelay>) -> Response {
+    let d = Duration::from_millis(q.ms);
+    match q.outcome.as_deref().map(outcome_named) {
+        None => shared.set_login_delay(d),
+        Some(Some(outcome)) => shared.set_outcome_delay(outcome, d),
+        Some(None) => return bad("outcome must be ok, rejected or failed"),
+    }
     ok()
 }
 
@@ -155,6 +210,16 @@ struct On {
 
 async fn close_connections(State(shared): State<Arc<Shared>>, Query(q): Query<On>) -> Response {
     shared.set_close_connections(q.on);
+    ok()
+}
+
+async fn servlet_paths(State(shared): State<Arc<Shared>>, Query(q): Query<On>) -> Response {
+    shared.set_servlet_paths(q.on);
+    ok()
+}
+
+async fn bearer_session_error(State(shared): State<Arc<Shared>>, Query(q): Query<On>) -> Response {
+    shared.set_bearer_session_errors(q.on);
     ok()
 }
 

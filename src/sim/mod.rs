@@ -4,7 +4,8 @@
 //!
 //! It owns the simulated site: API users, console (`ACCOUNT`) and web
 //! (`CONTACT`) users, the tokens it issues, and the knobs tests turn (expiry,
-//! injected faults, delays) together with the counters they read.
+//! injected faults, delays, opt-in modes) together with the counters and
+//! records they read. Every knob is off by default.
 //!
 //! # Protocol
 //!
@@ -19,9 +20,34 @@
 //!   `kmauthtoken` (or `Authorization: Bearer` plus the integration token) and
 //!   answers an echo of what it received (see the `api` module for the special
 //!   endpoints: `knowledgeInteraction/startInteraction`, `content/blob`,
-//!   `content/slow`, `content/redirect`).
+//!   `content/slow`, `content/redirect`, and the `traps` module for the
+//!   misleading ones: `content/echo-error`, `content/echo-error-json`,
+//!   `content/upgrade`).
 //! * `/__sim/...`: unauthenticated test hooks (`expire`, `stats`,
-//!   `fail-logins`, `session-error`, `delay`, `reset`).
+//!   `fail-logins`, `session-error`, `delay`, `login-delay`,
+//!   `close-connections`, `servlet-paths`, `bearer-session-error`, `reset`;
+//!   the `hooks` module has the table). Hooks are matched on the raw path.
+//!
+//! # Knobs for hardening tests
+//!
+//! Each is a method on [`Simulator`] and a `/__sim/` hook, and
+//! [`Simulator::reset_faults`] (or `POST /__sim/reset`) turns it off.
+//!
+//! | knob | Rust | hook |
+//! |---|---|---|
+//! | route the servlet reading of each path | [`Simulator::set_servlet_paths`] | `POST /__sim/servlet-paths?on=true` |
+//! | hold login answers back (all, or of one outcome) | [`Simulator::set_login_delay`], [`Simulator::set_login_delay_on`] | `POST /__sim/login-delay?ms=N[&outcome=rejected]` |
+//! | logins answer a status with `Retry-After` | [`Simulator::fail_logins_with`] | `POST /__sim/fail-logins?status=429&count=N&retry_after=S` |
+//! | an unaccepted bearer is a session error | [`Simulator::set_bearer_session_errors`] | `POST /__sim/bearer-session-error?on=true` |
+//!
+//! In servlet-path mode a path is read as Tomcat reads it before routing:
+//! `;parameters` stripped from every segment, percent-decoded, empty segments
+//! merged, `.` and `..` resolved, so `/km/api/latest/content/..;/auth/authorize`
+//! *is* the user login. What Tomcat refuses (an encoded `/` or `\`, `..` above
+//! the root, a bad escape) is 400 `OK-GEN0001`. Every routed path, as routed,
+//! is recorded with its method, logins included ([`Simulator::routed_paths`],
+//! `routedPaths` in `/__sim/stats`); [`RecordedRequest`] keeps the raw path
+//! beside the routed one.
 //!
 //! # HTTP statuses
 //!
@@ -35,11 +61,16 @@
 //! | missing or unparseable `kmauthtoken` | 400 | `OK-AUTH0003` |
 //! | `siteName` of another site in `kmauthtoken` | 400 | `OK-AUTH0002` |
 //! | unknown bearer token (or any non-bearer `Authorization`) | 401 | `OK-AUTH0005` |
+//! | the same with [`Simulator::set_bearer_session_errors`] on (counted) | as an expired token | `OK-SESSION0003` / `OK-GEN0003` |
 //! | bearer token together with a `userToken` | 400 | `OK-AUTH0006` |
 //! | unknown/expired `knowledgeInteractionId` | 400 | `OK-SEC0012` |
 //! | search without `interfaceId` | 400 | `OK-SRT0001` |
-//! | injected login fault | as configured | `SIM-INJECTED` |
+//! | injected login fault (`Retry-After` when configured) | as configured | `SIM-INJECTED` |
 //! | path outside the APIs | 404 | `OK-GEN0004` |
+//! | servlet-path mode: a path Tomcat refuses | 400 | `OK-GEN0001` |
+//! | `GET content/echo-error?...` (HTML page echoing the query) | 400 | none (`text/html`) |
+//! | `GET content/echo-error-json?...` (query echoed in `title`) | 400 | none |
+//! | `GET content/upgrade` (unsolicited, `Upgrade: websocket`) | 101 | none |
 //!
 //! Session errors deliberately vary in status so that a client has to read the
 //! error code. Token ages use [`tokio::time::Instant`], so a test built with
@@ -53,6 +84,8 @@
 //! * `auth`: the two logins.
 //! * `access`: the token check every other API call passes.
 //! * `api`: request dispatch, echo, search, interactions, slow, redirect.
+//! * `servlet`: the servlet container's reading of a path.
+//! * `traps`: misleading answers (echoed error text, unsolicited 101).
 //! * `blob`: the large streamed body.
 //! * `hooks`: the `/__sim/` HTTP hooks.
 //! * `errors`: Oracle-shaped error bodies in JSON and XML.
@@ -63,7 +96,9 @@ mod auth;
 mod blob;
 mod errors;
 mod hooks;
+mod servlet;
 mod state;
+mod traps;
 
 use std::fmt;
 use std::future::Future;
@@ -71,7 +106,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, Method};
 use axum::response::Response;
 use axum::Router;
 use tokio::net::TcpListener;
@@ -191,7 +226,8 @@ pub enum LoginOutcome {
     Ok,
     /// The credentials (or site, type, body) were refused: a 4xx about the login itself.
     Rejected,
-    /// Not about the credentials: an injected fault ([`Simulator::fail_logins`]),
+    /// Not about the credentials: an injected fault ([`Simulator::fail_logins`],
+    /// [`Simulator::fail_logins_with`], e.g. a 429 or 408 with `Retry-After`),
     /// or a user login refused with a session error because its integration
     /// token had expired.
     Failed,
@@ -204,6 +240,9 @@ pub struct RecordedRequest {
     pub method: String,
     /// The path, byte-exact as received (still percent-encoded).
     pub path: String,
+    /// The path it was routed by: `path` itself, or its servlet reading in
+    /// servlet-path mode (`None`: it had none, and was refused 400).
+    pub routed_path: Option<String>,
     /// The query, byte-exact as received, without `?`.
     pub query: Option<String>,
     /// Every header received (tokens included: this is test material).
@@ -314,9 +353,45 @@ impl Simulator {
         self.shared.connections()
     }
 
-    /// Hold every login answer back by `d` (after counting it).
+    /// Hold every login answer back by `d` (after counting it, whatever its
+    /// outcome: a wrong password is answered late too), except answers of an
+    /// outcome given its own delay with [`Simulator::set_login_delay_on`].
     pub fn set_login_delay(&self, d: Duration) {
         self.shared.set_login_delay(d);
+    }
+
+    /// Hold login answers of `outcome` back by `d` (after counting them),
+    /// instead of the [`Simulator::set_login_delay`] delay: e.g. a rejected
+    /// login that answers after `d` while good logins answer at once.
+    pub fn set_login_delay_on(&self, outcome: LoginOutcome, d: Duration) {
+        self.shared.set_outcome_delay(outcome, d);
+    }
+
+    /// Route each path as a Java servlet container reads it (`;parameters`
+    /// stripped, percent-decoded, empty segments merged, `.` and `..`
+    /// resolved) instead of the raw path; off by default.
+    pub fn set_servlet_paths(&self, on: bool) {
+        self.shared.set_servlet_paths(on);
+    }
+
+    /// Every path routed, with its method, as routed (servlet-normalised in
+    /// servlet-path mode), oldest first: API calls and logins, not `/__sim/`
+    /// hooks nor paths refused before routing. The most recent 10 000 are kept.
+    pub fn routed_paths(&self) -> Vec<(Method, String)> {
+        self.shared.routed_paths()
+    }
+
+    /// Answer a bearer token the simulator does not accept with the session
+    /// error of its API (`OK-SESSION0003`, search `OK-GEN0003`) instead of
+    /// `OK-AUTH0005`; off by default.
+    pub fn set_bearer_session_errors(&self, on: bool) {
+        self.shared.set_bearer_session_errors(on);
+    }
+
+    /// How many bearer calls were answered with a session error by
+    /// [`Simulator::set_bearer_session_errors`].
+    pub fn bearer_session_errors(&self) -> u64 {
+        self.shared.bearer_session_error_count()
     }
 
     /// Answer everything with `Connection: close` (or stop doing so).
@@ -338,7 +413,15 @@ impl Simulator {
     /// counted as [`LoginOutcome::Failed`]. A status that is not a valid HTTP
     /// status becomes 503.
     pub fn fail_logins(&self, status: u16, count: u32) {
-        self.shared.set_login_faults(status, count);
+        self.shared.set_login_faults(status, count, None);
+    }
+
+    /// Like [`Simulator::fail_logins`], and the answers carry
+    /// `Retry-After` (whole seconds, rounded up) when `retry_after` is given:
+    /// e.g. `fail_logins_with(429, 2, Some(Duration::from_secs(3)))`. Counted
+    /// as [`LoginOutcome::Failed`], never as a rejection.
+    pub fn fail_logins_with(&self, status: u16, count: u32, retry_after: Option<Duration>) {
+        self.shared.set_login_faults(status, count, retry_after);
     }
 
     /// Answer the next `count` API calls that reach the token check with the
@@ -352,13 +435,16 @@ impl Simulator {
         self.shared.set_delay(d);
     }
 
-    /// Zero the login and request counters and forget recorded requests.
-    /// Tokens, issued-token history and injected faults are kept.
+    /// Zero the login, request and bearer-session-error counters and forget
+    /// recorded requests and routed paths. Tokens, issued-token history,
+    /// injected faults and modes are kept.
     pub fn reset_counters(&self) {
         self.shared.reset_counters();
     }
 
-    /// Clear pending injected login faults and session errors, and the delay.
+    /// Clear pending injected login faults and session errors, every delay,
+    /// and turn off `Connection: close`, servlet-path mode and bearer session
+    /// errors.
     pub fn reset_faults(&self) {
         self.shared.reset_faults();
     }

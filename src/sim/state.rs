@@ -1,6 +1,6 @@
 //! The simulator's shared state: the token registry (integration and user
 //! tokens, interaction ids, their issue times), login and request counters,
-//! and the faults tests inject.
+//! the record of routed paths, and the faults and modes tests turn on.
 //!
 //! Everything sits behind one `std::sync::Mutex`, taken briefly and never
 //! across an `.await`.
@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use rand::distr::Alphanumeric;
 use rand::{Rng, RngCore};
 use tokio::time::Instant;
@@ -37,6 +37,15 @@ struct Issued {
 /// A login counter key: kind, user name as sent, outcome.
 type LoginKey = (LoginKind, String, LoginOutcome);
 
+/// An injected login fault: the answer the next logins get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LoginFault {
+    /// The status answered (e.g. 503, 429).
+    pub(crate) status: StatusCode,
+    /// `Retry-After` in seconds, when the answer carries one.
+    pub(crate) retry_after: Option<u64>,
+}
+
 #[derive(Default)]
 struct Inner {
     /// Live tokens; `expire_all` empties it, lifetime is checked on lookup.
@@ -48,12 +57,24 @@ struct Inner {
     logins: HashMap<LoginKey, u64>,
     requests: VecDeque<RecordedRequest>,
     request_count: u64,
-    /// Injected login faults: status and how many remain.
-    login_faults: Option<(StatusCode, u32)>,
+    /// Every path routed (logins included, `/__sim/` not), as routed:
+    /// servlet-normalised when `servlet_paths` is on. Most recent last.
+    routed: VecDeque<(Method, String)>,
+    /// Injected login faults: the answer and how many remain.
+    login_faults: Option<(LoginFault, u32)>,
     /// Injected session errors remaining.
     session_errors: u32,
     delay: Duration,
+    /// Held before every login answer, unless `outcome_delays` names its outcome.
     login_delay: Duration,
+    /// Held before a login answer of this outcome, instead of `login_delay`.
+    outcome_delays: HashMap<LoginOutcome, Duration>,
+    /// Route the servlet reading of each path instead of the raw path.
+    servlet_paths: bool,
+    /// Answer an unaccepted bearer token with a session error, not `OK-AUTH0005`.
+    bearer_session_errors: bool,
+    /// How many bearer calls were answered so.
+    bearer_session_error_count: u64,
 }
 
 /// State shared by every handler of one simulator.
@@ -214,17 +235,21 @@ impl Shared {
         self.lock().issued.iter().cloned().collect()
     }
 
-    pub(crate) fn set_login_faults(&self, status: u16, count: u32) {
+    /// The next `count` logins answer `status`, with `Retry-After` when
+    /// `retry_after` is given (whole seconds, rounded up).
+    pub(crate) fn set_login_faults(&self, status: u16, count: u32, retry_after: Option<Duration>) {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-        self.lock().login_faults = (count > 0).then_some((status, count));
+        let retry_after = retry_after.map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
+        let fault = LoginFault { status, retry_after };
+        self.lock().login_faults = (count > 0).then_some((fault, count));
     }
 
     /// Consume one injected login fault, if any is pending.
-    pub(crate) fn take_login_fault(&self) -> Option<StatusCode> {
+    pub(crate) fn take_login_fault(&self) -> Option<LoginFault> {
         let mut inner = self.lock();
-        let (status, left) = inner.login_faults?;
-        inner.login_faults = (left > 1).then_some((status, left - 1));
-        Some(status)
+        let (fault, left) = inner.login_faults?;
+        inner.login_faults = (left > 1).then_some((fault, left - 1));
+        Some(fault)
     }
 
     pub(crate) fn set_session_errors(&self, count: u32) {
@@ -258,10 +283,61 @@ impl Shared {
         self.lock().login_delay
     }
 
+    pub(crate) fn set_outcome_delay(&self, outcome: LoginOutcome, d: Duration) {
+        self.lock().outcome_delays.insert(outcome, d);
+    }
+
+    /// How long a login answer of `outcome` is held back.
+    pub(crate) fn login_delay_for(&self, outcome: LoginOutcome) -> Duration {
+        let inner = self.lock();
+        inner.outcome_delays.get(&outcome).copied().unwrap_or(inner.login_delay)
+    }
+
     /// Pending faults, for `/__sim/stats`: login faults left, session errors left.
     pub(crate) fn pending_faults(&self) -> (u32, u32) {
         let inner = self.lock();
         (inner.login_faults.map_or(0, |(_, n)| n), inner.session_errors)
+    }
+
+    /// The pending login fault's answer, for `/__sim/stats`.
+    pub(crate) fn pending_login_fault(&self) -> Option<LoginFault> {
+        self.lock().login_faults.map(|(f, _)| f)
+    }
+
+    pub(crate) fn set_servlet_paths(&self, on: bool) {
+        self.lock().servlet_paths = on;
+    }
+
+    pub(crate) fn servlet_paths(&self) -> bool {
+        self.lock().servlet_paths
+    }
+
+    pub(crate) fn record_routed(&self, method: Method, path: &str) {
+        let mut inner = self.lock();
+        if inner.routed.len() >= KEEP {
+            inner.routed.pop_front();
+        }
+        inner.routed.push_back((method, path.to_owned()));
+    }
+
+    pub(crate) fn routed_paths(&self) -> Vec<(Method, String)> {
+        self.lock().routed.iter().cloned().collect()
+    }
+
+    pub(crate) fn set_bearer_session_errors(&self, on: bool) {
+        self.lock().bearer_session_errors = on;
+    }
+
+    pub(crate) fn bearer_session_errors_on(&self) -> bool {
+        self.lock().bearer_session_errors
+    }
+
+    pub(crate) fn count_bearer_session_error(&self) {
+        self.lock().bearer_session_error_count += 1;
+    }
+
+    pub(crate) fn bearer_session_error_count(&self) -> u64 {
+        self.lock().bearer_session_error_count
     }
 
     pub(crate) fn reset_counters(&self) {
@@ -269,6 +345,8 @@ impl Shared {
         inner.logins.clear();
         inner.requests.clear();
         inner.request_count = 0;
+        inner.routed.clear();
+        inner.bearer_session_error_count = 0;
         self.connections.store(0, Ordering::Relaxed);
     }
 
@@ -278,6 +356,9 @@ impl Shared {
         inner.session_errors = 0;
         inner.delay = Duration::ZERO;
         inner.login_delay = Duration::ZERO;
+        inner.outcome_delays.clear();
+        inner.servlet_paths = false;
+        inner.bearer_session_errors = false;
         self.set_close_connections(false);
     }
 }
@@ -358,12 +439,19 @@ mod tests {
     #[test]
     fn faults_count_down() {
         let s = Shared::new(SimConfig::default());
-        s.set_login_faults(503, 2);
-        assert_eq!(s.take_login_fault(), Some(StatusCode::SERVICE_UNAVAILABLE));
-        assert_eq!(s.take_login_fault(), Some(StatusCode::SERVICE_UNAVAILABLE));
+        let status = |f: Option<LoginFault>| f.map(|f| f.status);
+        s.set_login_faults(503, 2, None);
+        assert_eq!(status(s.take_login_fault()), Some(StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(status(s.take_login_fault()), Some(StatusCode::SERVICE_UNAVAILABLE));
         assert_eq!(s.take_login_fault(), None);
-        s.set_login_faults(42, 1);
-        assert_eq!(s.take_login_fault(), Some(StatusCode::SERVICE_UNAVAILABLE));
+        s.set_login_faults(42, 1, None);
+        assert_eq!(status(s.take_login_fault()), Some(StatusCode::SERVICE_UNAVAILABLE));
+        s.set_login_faults(429, 1, Some(Duration::from_millis(1500)));
+        let fault = LoginFault {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            retry_after: Some(2),
+        };
+        assert_eq!(s.take_login_fault(), Some(fault));
         s.set_session_errors(1);
         assert!(s.take_session_error());
         assert!(!s.take_session_error());
@@ -381,5 +469,16 @@ mod tests {
         assert_eq!(s.total_logins(), 3);
         s.reset_counters();
         assert_eq!(s.total_logins(), 0);
+    }
+
+    #[test]
+    fn outcome_delays_override_the_login_delay_until_reset() {
+        let s = Shared::new(SimConfig::default());
+        s.set_login_delay(Duration::from_millis(5));
+        s.set_outcome_delay(LoginOutcome::Rejected, Duration::from_millis(50));
+        assert_eq!(s.login_delay_for(LoginOutcome::Ok), Duration::from_millis(5));
+        assert_eq!(s.login_delay_for(LoginOutcome::Rejected), Duration::from_millis(50));
+        s.reset_faults();
+        assert_eq!(s.login_delay_for(LoginOutcome::Rejected), Duration::ZERO);
     }
 }
