@@ -257,7 +257,11 @@ async fn forward(
     info: &mut CallInfo,
 ) -> Result<Response, ProxyError> {
     let (parts, body) = req.into_parts();
-    let api = route::classify(parts.uri.path())?;
+    let api = route::classify(&parts.uri).map_err(|refusal| match refusal {
+        route::Refusal::NotFound => ProxyError::NotFound,
+        route::Refusal::AuthPath => ProxyError::AuthPath,
+        route::Refusal::BadPath | route::Refusal::RawBytes => ProxyError::BadPath,
+    })?;
     let config = &live.config;
     let id = callers::identify(config, &parts.headers).inspect_err(|e| {
         if matches!(e, ProxyError::UnknownCaller) {
