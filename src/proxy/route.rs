@@ -219,6 +219,8 @@ fn percent_decode(b: &[u8]) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn check(target: &str) -> Result<Api, Refusal> {
@@ -383,6 +385,186 @@ mod tests {
             b"/km/api/latest/a?q=\xc3",
         ] {
             assert!(Uri::try_from(raw).is_err(), "{raw:?}");
+        }
+    }
+
+    // A plain model of a servlet container's reading of a path: the
+    // segments it routes on, or `None` where it answers 400 itself.
+    #[derive(Debug, Clone, Copy)]
+    struct Container {
+        /// Tomcat and Jersey strip `;params` before decoding; some decode first.
+        decode_first: bool,
+        /// 1 for the servlet alone; 2 behind a front server that decodes too.
+        decodings: usize,
+    }
+
+    const TOMCAT: Container = Container {
+        decode_first: false,
+        decodings: 1,
+    };
+    const CONTAINERS: [Container; 3] = [
+        TOMCAT,
+        Container {
+            decode_first: true,
+            decodings: 1,
+        },
+        Container {
+            decode_first: false,
+            decodings: 2,
+        },
+    ];
+
+    impl Container {
+        /// One segment as the container names it, before dot segments and
+        /// empty segments are resolved.
+        fn name(self, raw: &str) -> Option<Vec<u8>> {
+            let strip = |s: &[u8]| s.split(|&b| b == b';').next().unwrap_or(s).to_vec();
+            let mut seg = raw.as_bytes().to_vec();
+            if !self.decode_first {
+                seg = strip(&seg);
+            }
+            for round in 0..self.decodings {
+                match percent_decode(&seg) {
+                    Some(d) => seg = d,
+                    None if round == 0 => return None,
+                    None => break,
+                }
+                if seg.iter().any(|&b| matches!(b, b'/' | b'\\' | 0)) {
+                    return None;
+                }
+            }
+            if self.decode_first {
+                seg = strip(&seg);
+            }
+            Some(seg)
+        }
+
+        /// Each raw segment named, nothing resolved: what routing would be
+        /// if normalisation changed nothing.
+        fn named(self, path: &str) -> Option<Vec<Vec<u8>>> {
+            path.strip_prefix('/')?.split('/').map(|s| self.name(s)).collect()
+        }
+
+        /// The path the container routes: named, then `.` and `..`
+        /// resolved and empty segments merged (a trailing one kept).
+        fn reading(self, path: &str) -> Option<Vec<Vec<u8>>> {
+            if path.contains('\\') {
+                return None;
+            }
+            let named = self.named(path)?;
+            let last = named.len() - 1;
+            let mut out: Vec<Vec<u8>> = Vec::new();
+            for (i, seg) in named.into_iter().enumerate() {
+                let dot = matches!(&seg[..], b"." | b"..");
+                match &seg[..] {
+                    b"." => {}
+                    b".." => {
+                        // Above the root: the container refuses.
+                        out.pop()?;
+                    }
+                    b"" if i < last => {}
+                    _ => out.push(seg),
+                }
+                // `/a/..` is `/`: the trailing slash stays.
+                if dot && i == last {
+                    out.push(Vec::new());
+                }
+            }
+            Some(out)
+        }
+    }
+
+    /// `/{km,srt}/api/auth/...` or `/{km,srt}/api/*/auth/...`.
+    fn under_auth(segs: &[Vec<u8>]) -> bool {
+        let is = |i: usize, s: &str| segs.get(i).is_some_and(|g| g.eq_ignore_ascii_case(s.as_bytes()));
+        (is(0, "km") || is(0, "srt")) && is(1, "api") && (is(2, "auth") || is(3, "auth"))
+    }
+
+    const PIECES: &[&str] = &[
+        "/",
+        "/",
+        "/",
+        "/",
+        "..",
+        ".",
+        ";",
+        ";x=1",
+        "%2e",
+        "%2E",
+        "%2f",
+        "%5c",
+        "\\",
+        "%3b",
+        "%25",
+        "%20",
+        "%00",
+        "auth",
+        "AUTH",
+        "%61uth",
+        "content",
+        "latest",
+        "v1",
+        "km",
+        "api",
+        "srt",
+        "integration",
+        "authorize",
+        "a",
+        "Z",
+        "0",
+        "7",
+    ];
+    const PREFIXES: &[&str] = &["/km/api/", "/srt/api/", "/km/api/latest/", "/", "/km/", "/srt/api", ""];
+
+    fn tricky_path() -> impl Strategy<Value = String> {
+        (
+            prop::sample::select(PREFIXES),
+            prop::collection::vec(prop::sample::select(PIECES), 0..12),
+        )
+            .prop_map(|(prefix, pieces)| format!("{prefix}{}", pieces.concat()))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        #[test]
+        fn classify_agrees_with_the_servlet_reading(path in tricky_path()) {
+            let Ok(uri) = Uri::try_from(path.as_str()) else { return Ok(()) };
+            let verdict = classify(&uri);
+            for container in CONTAINERS {
+                let reading = container.reading(&path);
+                // (a) What is forwarded routes as written, and not to auth.
+                if verdict.is_ok() {
+                    prop_assert_eq!(&reading, &container.named(&path), "{:?} {:?}", path, container);
+                    prop_assert!(!reading.as_deref().is_some_and(under_auth), "{:?} {:?}", path, container);
+                }
+                // (b) What a servlet would route to auth is refused.
+                if reading.as_deref().is_some_and(under_auth) {
+                    let judged = path.starts_with("/km/api/") || path.starts_with("/srt/api/");
+                    let expected: &[Refusal] =
+                        if judged { &[Refusal::AuthPath, Refusal::BadPath] } else { &[Refusal::NotFound] };
+                    prop_assert!(
+                        verdict.is_err_and(|r| expected.contains(&r)),
+                        "{:?} {:?} {:?}", path, container, verdict
+                    );
+                }
+            }
+        }
+
+        #[test]
+        fn classify_never_panics_on_bytes(prefix in prop::sample::select(PREFIXES), tail in prop::collection::vec(any::<u8>(), 0..48)) {
+            let mut raw = prefix.as_bytes().to_vec();
+            raw.extend(tail);
+            if let Ok(uri) = Uri::try_from(&raw[..]) {
+                let _ = classify(&uri);
+            }
+        }
+
+        #[test]
+        fn classify_never_panics_on_strings(prefix in prop::sample::select(PREFIXES), tail in "\\PC{0,48}") {
+            if let Ok(uri) = Uri::try_from(format!("{prefix}{tail}")) {
+                let _ = classify(&uri);
+            }
         }
     }
 }
