@@ -151,7 +151,7 @@ async fn forward(
     // under it; the path's verdict still comes first.
     let (caller, principal) = callers::identify(config, &parts.headers);
     info.caller = caller;
-    let api = route::classify(parts.uri.path())?;
+    let api = route::classify(&parts.uri)?;
     let principal = principal?;
     info.principal = Some(principal);
     let bearer = matches!(config.principals[principal].kind, PrincipalKind::Bearer);
