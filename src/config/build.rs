@@ -9,7 +9,9 @@ use std::path::Path;
 use http::header::HeaderName;
 
 use super::raw::{Problems, RawApiUser, RawCaller, RawFile, RawPrincipal, RawServer, RawTokens, RawUpstream};
-use super::values::{addr, decode_sha256, duration, extra_fields, positive, required, secret, size, url};
+use super::values::{
+    addr, allowed_hosts, decode_sha256, duration, extra_fields, positive, required, secret, size, url,
+};
 use super::{
     ApiUser, Caller, Config, ExternalType, Principal, PrincipalId, PrincipalKind, ServerConfig, TokensConfig,
     UpstreamConfig,
@@ -97,7 +99,28 @@ fn build_server(server: RawServer, names: &Names<'_>, p: &mut Problems) -> Serve
         max_connections: positive(p, "server.max_connections", server.max_connections, 1024),
         max_in_flight: positive(p, "server.max_in_flight", server.max_in_flight, 512),
         queue_timeout: duration(p, "server.queue_timeout", server.queue_timeout.as_deref(), "5s"),
+        body_read_timeout: duration(
+            p,
+            "server.body_read_timeout",
+            server.body_read_timeout.as_deref(),
+            "30s",
+        ),
+        max_buffered: server
+            .max_buffered
+            .map(|v| size(p, "server.max_buffered", &v))
+            .unwrap_or(256 << 20),
+        allowed_hosts: allowed_hosts(p, server.allowed_hosts.unwrap_or_default()),
+        admin_token: server
+            .admin_token
+            .as_ref()
+            .map(|v| secret(p, "server.admin_token", Some(v))),
     };
+    if out.body_read_timeout.is_zero() {
+        p.add("server.body_read_timeout", "must be greater than zero");
+    }
+    if out.max_buffered < out.max_body {
+        p.add("server.max_buffered", "must be at least server.max_body");
+    }
     if out.header_read_timeout.is_zero() {
         p.add("server.header_read_timeout", "must be greater than zero");
     }
@@ -142,6 +165,12 @@ fn build_tokens(tokens: RawTokens, p: &mut Problems) -> TokensConfig {
         session_error_codes: tokens
             .session_error_codes
             .unwrap_or_else(|| vec!["OK-SESSION".into(), "OK-GEN0003".into()]),
+        min_relogin_interval: duration(
+            p,
+            "tokens.min_relogin_interval",
+            tokens.min_relogin_interval.as_deref(),
+            "10s",
+        ),
     };
     if out.lifetime.is_zero() {
         p.add("tokens.lifetime", "must be greater than zero");

@@ -76,6 +76,16 @@ pub struct ServerConfig {
     /// How long a call past `max_in_flight` waits for a slot before it
     /// gets 503; zero refuses at once.
     pub queue_timeout: Duration,
+    /// A request body must have arrived whole within this long after its
+    /// head, else the call ends with 408.
+    pub body_read_timeout: Duration,
+    /// Request-body bytes held at once across all calls; past it, 503.
+    pub max_buffered: usize,
+    /// `Host` names accepted besides loopback names and IP literals (the
+    /// DNS-rebinding guard), lower-cased.
+    pub allowed_hosts: Vec<String>,
+    /// When set, admin POSTs need `Authorization: Bearer <admin_token>`.
+    pub admin_token: Option<Secret>,
 }
 
 /// `[upstream]`: where Knowledge Advanced lives and how to talk to it.
@@ -116,6 +126,8 @@ pub struct TokensConfig {
     pub refresh_before: Duration,
     /// `errorCode` prefixes that mean "log in again".
     pub session_error_codes: Vec<String>,
+    /// At most one session-error re-login per identity in this interval.
+    pub min_relogin_interval: Duration,
 }
 
 /// `[[principals]]`: an identity whose tokens kmproxy holds.

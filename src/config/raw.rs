@@ -104,6 +104,10 @@ pub(super) struct RawServer {
     pub max_connections: Option<usize>,
     pub max_in_flight: Option<usize>,
     pub queue_timeout: Option<String>,
+    pub body_read_timeout: Option<String>,
+    pub max_buffered: Option<toml::Value>,
+    pub allowed_hosts: Option<Vec<String>>,
+    pub admin_token: Option<toml::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -130,6 +134,7 @@ pub(super) struct RawTokens {
     pub lifetime: Option<String>,
     pub refresh_before: Option<String>,
     pub session_error_codes: Option<Vec<String>>,
+    pub min_relogin_interval: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

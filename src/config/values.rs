@@ -169,3 +169,24 @@ mod tests {
         assert_eq!(parse_size("3 parsecs"), None);
     }
 }
+
+/// `server.allowed_hosts`: host names (no port, no scheme), lower-cased.
+pub(super) fn allowed_hosts(p: &mut Problems, names: Vec<String>) -> Vec<String> {
+    let mut out = Vec::with_capacity(names.len());
+    for (i, name) in names.into_iter().enumerate() {
+        let ok = !name.is_empty()
+            && name.len() <= 253
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if ok {
+            out.push(name.to_ascii_lowercase());
+        } else {
+            p.add(
+                format!("server.allowed_hosts[{i}]"),
+                format!("`{name}` is not a host name (letters, digits, `-` and `.`; no port or scheme)"),
+            );
+        }
+    }
+    out
+}
