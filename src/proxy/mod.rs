@@ -13,6 +13,7 @@
 pub mod body;
 pub mod error;
 pub mod headers;
+pub mod links;
 pub mod replay;
 pub mod route;
 
