@@ -13,8 +13,8 @@ use super::values::{
     addr, allowed_hosts, decode_sha256, duration, extra_fields, positive, required, secret, size, url,
 };
 use super::{
-    ApiUser, Caller, Config, ExternalType, Principal, PrincipalId, PrincipalKind, ServerConfig, TokensConfig,
-    UpstreamConfig,
+    ApiUser, Caller, ClientLogins, Config, ExternalType, Principal, PrincipalId, PrincipalKind, ServerConfig,
+    TokensConfig, UpstreamConfig,
 };
 
 /// The whole config; every problem goes to `p`.
@@ -110,6 +110,17 @@ fn build_server(server: RawServer, names: &Names<'_>, p: &mut Problems) -> Serve
             .map(|v| size(p, "server.max_buffered", &v))
             .unwrap_or(256 << 20),
         allowed_hosts: allowed_hosts(p, server.allowed_hosts.unwrap_or_default()),
+        client_logins: match server.client_logins.as_deref() {
+            None | Some("refuse") => ClientLogins::Refuse,
+            Some("answer") => ClientLogins::Answer,
+            Some(other) => {
+                p.add(
+                    "server.client_logins",
+                    format!("`{other}` is not one of refuse, answer"),
+                );
+                ClientLogins::Refuse
+            }
+        },
         admin_token: server
             .admin_token
             .as_ref()

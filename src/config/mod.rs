@@ -86,6 +86,19 @@ pub struct ServerConfig {
     pub allowed_hosts: Vec<String>,
     /// When set, admin POSTs need `Authorization: Bearer <admin_token>`.
     pub admin_token: Option<Secret>,
+    /// Whether kmproxy answers an unmodified client's own login calls with
+    /// placeholder tokens, or refuses them (403).
+    pub client_logins: ClientLogins,
+}
+
+/// `server.client_logins`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClientLogins {
+    /// 403, like every `/auth/` path (the default).
+    #[default]
+    Refuse,
+    /// Placeholder tokens, nothing sent upstream.
+    Answer,
 }
 
 /// `[upstream]`: where Knowledge Advanced lives and how to talk to it.

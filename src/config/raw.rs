@@ -108,6 +108,7 @@ pub(super) struct RawServer {
     pub max_buffered: Option<toml::Value>,
     pub allowed_hosts: Option<Vec<String>>,
     pub admin_token: Option<toml::Value>,
+    pub client_logins: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

@@ -30,6 +30,10 @@ pub enum ProxyError {
     Token(#[from] TokenError),
     #[error(transparent)]
     Upstream(#[from] upstream::Error),
+    #[error(transparent)]
+    StalePlaceholder(#[from] callers::placeholder::Stale),
+    #[error("{}", .0.as_ref().map_or("the login form is not readable".to_owned(), |u| format!("no principal this caller may use logs in as `{u}`")))]
+    ClientLogin(Option<String>),
     #[error("kmproxy is handling {0} calls already; retry shortly")]
     Overloaded(usize),
 }
@@ -77,6 +81,9 @@ impl ProxyError {
             Token(TokenError::Failed { .. }) => (StatusCode::BAD_GATEWAY, "Login failed", "KMPROXY-LOGIN"),
             Upstream(e) if e.is_timeout() => (StatusCode::GATEWAY_TIMEOUT, "Upstream timeout", "KMPROXY-TIMEOUT"),
             Upstream(_) => (StatusCode::BAD_GATEWAY, "Upstream unavailable", "KMPROXY-UPSTREAM"),
+            // Oracle's own answer, so that the client's re-login code runs.
+            StalePlaceholder(_) => (StatusCode::UNAUTHORIZED, "Session Token has expired", "OK-SESSION0003"),
+            ClientLogin(_) => (StatusCode::FORBIDDEN, "Login not allowed", "KMPROXY-CLIENT-LOGIN"),
             Overloaded(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Too many calls in flight",

@@ -11,6 +11,7 @@
 //! ([`error`]).
 
 pub mod body;
+pub mod client_logins;
 pub mod error;
 pub mod headers;
 pub mod links;

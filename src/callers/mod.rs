@@ -12,6 +12,8 @@ use subtle::ConstantTimeEq;
 
 use crate::config::{Config, PrincipalId};
 
+pub mod placeholder;
+
 /// The header naming a principal to act as for one call.
 pub const ACT_AS_HEADER: &str = "x-kmproxy-act-as";
 const ACT_AS: http::HeaderName = http::HeaderName::from_static(ACT_AS_HEADER);
@@ -68,7 +70,7 @@ pub fn identify(config: &Config, headers: &HeaderMap) -> (Caller, Result<Princip
 
 /// The principal of an identified caller: its own, the default one, or
 /// the one it acts as.
-fn principal(config: &Config, headers: &HeaderMap, caller: Caller) -> Result<PrincipalId, Refusal> {
+pub fn principal(config: &Config, headers: &HeaderMap, caller: Caller) -> Result<PrincipalId, Refusal> {
     let base = match caller.known() {
         Some(c) => config.callers[c].principal,
         None => config.server.default_principal.ok_or(Refusal::NoCallerKey)?,
@@ -92,10 +94,15 @@ fn principal(config: &Config, headers: &HeaderMap, caller: Caller) -> Result<Pri
         .ok_or_else(denied)
 }
 
+/// The sha256 of a caller key, as `key_sha256` holds it.
+pub fn digest(key: &[u8]) -> [u8; 32] {
+    Sha256::digest(key).into()
+}
+
 /// The caller whose key hashes to the digest of `key`, looked for in
 /// constant time over all callers.
 fn match_key(config: &Config, key: &[u8]) -> Option<usize> {
-    let digest: [u8; 32] = Sha256::digest(key).into();
+    let digest = self::digest(key);
     let mut found = None;
     for (i, c) in config.callers.iter().enumerate() {
         if bool::from(c.key_sha256.ct_eq(&digest)) {
