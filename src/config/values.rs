@@ -155,21 +155,6 @@ pub(super) fn decode_sha256(v: &str) -> Result<[u8; 32], String> {
     Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("10MiB"), Some(10 << 20));
-        assert_eq!(parse_size("512KiB"), Some(512 << 10));
-        assert_eq!(parse_size("42"), Some(42));
-        assert_eq!(parse_size("1 MB"), Some(1_000_000));
-        assert_eq!(parse_size("MiB"), None);
-        assert_eq!(parse_size("3 parsecs"), None);
-    }
-}
-
 /// `server.allowed_hosts`: host names (no port, no scheme), lower-cased.
 pub(super) fn allowed_hosts(p: &mut Problems, names: Vec<String>) -> Vec<String> {
     let mut out = Vec::with_capacity(names.len());
@@ -189,4 +174,19 @@ pub(super) fn allowed_hosts(p: &mut Problems, names: Vec<String>) -> Vec<String>
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("10MiB"), Some(10 << 20));
+        assert_eq!(parse_size("512KiB"), Some(512 << 10));
+        assert_eq!(parse_size("42"), Some(42));
+        assert_eq!(parse_size("1 MB"), Some(1_000_000));
+        assert_eq!(parse_size("MiB"), None);
+        assert_eq!(parse_size("3 parsecs"), None);
+    }
 }
