@@ -93,12 +93,20 @@
 mod access;
 mod api;
 mod auth;
+mod batch;
 mod blob;
+mod content;
+mod corpus;
 mod errors;
 mod hooks;
+mod query;
+mod record;
+mod resources;
+mod search;
 mod servlet;
 mod state;
 mod traps;
+mod xml;
 
 use std::fmt;
 use std::future::Future;
@@ -114,6 +122,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use blob::blob_sha256;
+pub use record::{Principal, RecordedRequest, REQUEST_ID_HEADER};
 use state::Shared;
 
 /// The simulated site: its name, users and accepted OAuth tokens.
@@ -233,28 +242,6 @@ pub enum LoginOutcome {
     Failed,
 }
 
-/// One API request as the simulator received it (logins and `/__sim/` excluded).
-#[derive(Clone, Debug)]
-pub struct RecordedRequest {
-    /// The method, e.g. `GET`.
-    pub method: String,
-    /// The path, byte-exact as received (still percent-encoded).
-    pub path: String,
-    /// The path it was routed by: `path` itself, or its servlet reading in
-    /// servlet-path mode (`None`: it had none, and was refused 400).
-    pub routed_path: Option<String>,
-    /// The query, byte-exact as received, without `?`.
-    pub query: Option<String>,
-    /// Every header received (tokens included: this is test material).
-    pub headers: http::HeaderMap,
-    /// `kmauthtoken`, if present and valid JSON.
-    pub kmauthtoken: Option<serde_json::Value>,
-    /// Length of the request body.
-    pub body_len: usize,
-    /// Lowercase hex SHA-256 of the request body.
-    pub body_sha256: String,
-}
-
 /// A simulated Knowledge Advanced site. Cheap to clone: clones share state.
 #[derive(Clone)]
 pub struct Simulator {
@@ -346,6 +333,13 @@ impl Simulator {
     /// their bodies were read. The most recent 10 000 are kept.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.requests()
+    }
+
+    /// The recorded request an answer answered, found by the id in its
+    /// [`REQUEST_ID_HEADER`] (`None`: no such header, or no longer kept).
+    pub fn request_for(&self, answer_headers: &http::HeaderMap) -> Option<RecordedRequest> {
+        let id = answer_headers.get(REQUEST_ID_HEADER)?.to_str().ok()?.parse().ok()?;
+        self.shared.request(id)
     }
 
     /// TCP connections accepted so far.
