@@ -18,11 +18,21 @@
 //!   authenticates the account, as Oracle documents.
 //! * Every other `/km/api/{ver}/...` and `/srt/api/{ver}/...` call checks
 //!   `kmauthtoken` (or `Authorization: Bearer` plus the integration token) and
-//!   answers an echo of what it received (see the `api` module for the special
-//!   endpoints: `knowledgeInteraction/startInteraction`, `content/blob`,
-//!   `content/slow`, `content/redirect`, and the `traps` module for the
-//!   misleading ones: `content/echo-error`, `content/echo-error-json`,
+//!   answers like Oracle from a fixed corpus of ten articles (the `resources`
+//!   module has the table: content lists with `q=` filters, articles with
+//!   `xml`, `contentTypes`, `search/question`, `search/initialScreen`,
+//!   `search/answer`, `batch`; XML when `Accept` asks for it; links on the
+//!   simulator's own origin, from `Host`), or 404. `docs/simulator.md` says
+//!   which Oracle documents each answer follows and what is simplified. The
+//!   `api` module has the special endpoints (`knowledgeInteraction/startInteraction`,
+//!   `content/blob`, `content/slow`, `content/redirect`), the `traps` module
+//!   the misleading ones (`content/echo-error`, `content/echo-error-json`,
 //!   `content/upgrade`).
+//! * Answers never reflect the request: what kmproxy sent (method, path,
+//!   query, headers, `kmauthtoken` parsed, body length and SHA-256, the
+//!   principal the tokens stood for) is in the record ([`Simulator::requests`],
+//!   [`RecordedRequest`]); each answer names its record in `X-ORACLE-DMS-ECID`
+//!   ([`Simulator::request_for`]).
 //! * `/__sim/...`: unauthenticated test hooks (`expire`, `stats`,
 //!   `fail-logins`, `session-error`, `delay`, `login-delay`,
 //!   `close-connections`, `servlet-paths`, `bearer-session-error`, `reset`;
@@ -83,7 +93,11 @@
 //! * `state`: token registry, counters, injected faults.
 //! * `auth`: the two logins.
 //! * `access`: the token check every other API call passes.
-//! * `api`: request dispatch, echo, search, interactions, slow, redirect.
+//! * `api`: request dispatch, interactions, blob, slow, redirect.
+//! * `record`: the record of what each API request carried.
+//! * `resources`: the modelled resources' routes, documents and rendering;
+//!   `content` (articles, content types), `search`, `batch`, `query` (`q=`),
+//!   `corpus` (the articles), `xml` (the XML rendering).
 //! * `servlet`: the servlet container's reading of a path.
 //! * `traps`: misleading answers (echoed error text, unsolicited 101).
 //! * `blob`: the large streamed body.
