@@ -99,12 +99,14 @@ impl Demo {
         let a = self.addrs.admin;
         vec![
             (
-                "anonymous content (no caller key: default principal \"public\")",
-                format!("curl -s 'http://{p}/km/api/latest/content?limit=2'"),
+                "anonymous content, newest first (no caller key: default principal \"public\")",
+                format!("curl -s 'http://{p}/km/api/latest/content?orderBy=publishDate:desc&limit=2'"),
             ),
             (
-                "as console user okcsuser, through the helpdesk app's caller key",
-                format!("curl -s -H 'x-kmproxy-key: {HELPDESK_KEY}' 'http://{p}/km/api/latest/content?limit=2'"),
+                "as console user okcsuser, through the helpdesk app's caller key: staff-only articles too",
+                format!(
+                    "curl -s -H 'x-kmproxy-key: {HELPDESK_KEY}' 'http://{p}/km/api/latest/content?orderBy=publishDate:desc&limit=2'"
+                ),
             ),
             (
                 "the helpdesk app acting as web user webuser for one call",

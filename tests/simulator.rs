@@ -1,5 +1,5 @@
 //! The Knowledge Advanced simulator over real HTTP: logins, token checks,
-//! session errors, the echo, search, interactions, the streamed blob, slow
+//! session errors, the request record, search, interactions, the streamed blob, slow
 //! answers, redirects, injected faults, counters and the `/__sim/` hooks, and
 //! the opt-in knobs of the hardening tests (servlet-path routing, login
 //! delays by outcome, `Retry-After` login faults, echoed error pages, an
@@ -149,6 +149,17 @@ fn user_token_of(a: &Answer) -> String {
 }
 
 /// A `kmauthtoken` value for site ORACLE_KNOWLEDGE.
+/// Whom the simulator found `a`'s call acted for (`{"kind","user"}`), read
+/// from its record of the request: answers carry no echo.
+fn principal_of(site: &Site, a: &Answer) -> Value {
+    let r = site
+        .sim()
+        .request_for(&a.headers)
+        .expect("the answer names its request");
+    let p = r.principal.expect("the call's tokens were accepted");
+    json!({ "kind": p.kind, "user": p.user })
+}
+
 fn kmauth(integration: &str, user: Option<&str>, extra: &[(&str, Value)]) -> String {
     let mut v = json!({
         "siteName": "ORACLE_KNOWLEDGE",
@@ -267,7 +278,7 @@ async fn user_login_answers_a_serialised_token_object_and_a_user() {
         )
         .await;
     assert_eq!(echo.status, StatusCode::OK);
-    assert_eq!(echo.json()["principal"], json!({"kind":"account","user":"okcsuser"}));
+    assert_eq!(principal_of(&site, &echo), json!({"kind":"account","user":"okcsuser"}));
 
     let web = site.user_token(&integration, "webuser", "CONTACT").await;
     let echo = site
@@ -276,7 +287,7 @@ async fn user_login_answers_a_serialised_token_object_and_a_user() {
             &[("kmauthtoken", &kmauth(&integration, Some(&web), &[]))],
         )
         .await;
-    assert_eq!(echo.json()["principal"], json!({"kind":"contact","user":"webuser"}));
+    assert_eq!(principal_of(&site, &echo), json!({"kind":"contact","user":"webuser"}));
     let sim = site.sim();
     assert_eq!(sim.logins(LoginKind::Account, Some("okcsuser"), LoginOutcome::Ok), 1);
     assert_eq!(sim.logins(LoginKind::Contact, Some("webuser"), LoginOutcome::Ok), 1);
@@ -361,7 +372,7 @@ async fn contact_sharing_an_accounts_name_authenticates_as_the_account() {
             &[("kmauthtoken", &kmauth(&integration, Some(&token), &[]))],
         )
         .await;
-    assert_eq!(echo.json()["principal"], json!({"kind":"account","user":"shared"}));
+    assert_eq!(principal_of(&site, &echo), json!({"kind":"account","user":"shared"}));
     assert_eq!(
         site.sim().logins(LoginKind::Contact, Some("shared"), LoginOutcome::Ok),
         1
@@ -388,7 +399,7 @@ async fn user_login_with_expired_integration_token_is_a_session_error() {
 }
 
 #[tokio::test]
-async fn echo_reports_the_request_byte_exact_and_records_it() {
+async fn answers_carry_no_echo_and_the_record_holds_the_request_byte_exact() {
     let site = Site::start().await;
     let integration = site.integration_token().await;
     let km = kmauth(&integration, None, &[("appId", json!("helpdesk"))]);
@@ -402,25 +413,16 @@ async fn echo_reports_the_request_byte_exact_and_records_it() {
         )
         .await;
     assert_eq!(a.status, StatusCode::OK);
-    let echo = a.json();
-    let sha = hex::encode(Sha256::digest(&body));
-    assert_eq!(echo["method"], "PUT");
-    assert_eq!(echo["path"], "/km/api/v1/content/ABC%2F1");
-    assert_eq!(echo["query"], "q=a%20b&x=%2F");
-    assert_eq!(echo["kmauthtoken"]["appId"], "helpdesk");
-    assert_eq!(echo["kmauthtoken"]["integrationUserToken"], integration.as_str());
-    assert_eq!(echo["bodyLength"], body.len());
-    assert_eq!(echo["bodySha256"], sha.as_str());
-    assert_eq!(echo["principal"], json!({"kind":"anonymous","user":null}));
-    let names = echo["headerNames"].as_array().expect("headerNames");
-    assert!(names.contains(&json!("x-custom")));
-    assert!(names.contains(&json!("kmauthtoken")));
-    assert!(!echo["items"].as_array().expect("items").is_empty());
-    assert!(echo["items"][0]["recordId"].is_string());
+    // The answer is Oracle-shaped (the written record's key) and shows no token.
+    assert!(a.json()["recordId"].is_string(), "{}", a.text());
+    assert!(!a.text().contains(&integration), "the answer shows the token");
+    assert!(a.json().get("kmauthtoken").is_none() && a.json().get("bodySha256").is_none());
 
+    let sha = hex::encode(Sha256::digest(&body));
     let recorded = site.sim().requests();
     assert_eq!(recorded.len(), 1);
     let r = &recorded[0];
+    assert_eq!(site.sim().request_for(&a.headers).map(|f| f.id), Some(r.id));
     assert_eq!(
         (r.method.as_str(), r.path.as_str()),
         ("PUT", "/km/api/v1/content/ABC%2F1")
@@ -428,11 +430,18 @@ async fn echo_reports_the_request_byte_exact_and_records_it() {
     assert_eq!(r.query.as_deref(), Some("q=a%20b&x=%2F"));
     assert_eq!((r.body_len, r.body_sha256.as_str()), (body.len(), sha.as_str()));
     assert_eq!(r.headers.get("x-custom").map(|v| v.as_bytes()), Some(&b"1"[..]));
+    let names = r.header_names();
+    assert!(
+        names.contains(&"x-custom") && names.contains(&"kmauthtoken"),
+        "{names:?}"
+    );
     let recorded_km = r.kmauthtoken.as_ref().expect("kmauthtoken parsed");
     assert_eq!(recorded_km["appId"], "helpdesk");
+    assert_eq!(recorded_km["integrationUserToken"], integration.as_str());
+    assert_eq!(principal_of(&site, &a), json!({"kind":"anonymous","user":null}));
     assert_eq!(site.sim().request_count(), 1);
 
-    // Any other /km/api path echoes too, with no query → null.
+    // A path no resource answers is Oracle's 404, recorded like any call (no query → None).
     let other = site
         .send(
             Method::DELETE,
@@ -441,13 +450,14 @@ async fn echo_reports_the_request_byte_exact_and_records_it() {
             "",
         )
         .await;
-    assert_eq!(other.status, StatusCode::OK);
-    assert_eq!(other.json()["query"], Value::Null);
-    assert_eq!(other.json()["method"], "DELETE");
+    assert_eq!(other.status, StatusCode::NOT_FOUND);
+    assert_eq!(other.error_code(), "OK-GEN0004");
+    let r = site.sim().request_for(&other.headers).expect("recorded");
+    assert_eq!((r.method.as_str(), r.query.as_deref()), ("DELETE", None));
 }
 
 #[tokio::test]
-async fn echo_is_xml_only_when_only_xml_is_accepted() {
+async fn resources_are_xml_only_when_only_xml_is_accepted() {
     let site = Site::start().await;
     let km = kmauth(&site.integration_token().await, None, &[]);
     let xml = site
@@ -458,14 +468,15 @@ async fn echo_is_xml_only_when_only_xml_is_accepted() {
         .await;
     assert_eq!(xml.status, StatusCode::OK);
     assert_eq!(xml.header("content-type"), Some("application/xml"));
-    assert!(xml.text().contains("<method>GET</method>"));
+    assert!(xml.text().starts_with("<?xml"), "{}", xml.text());
+    assert!(xml.text().contains("<content>") && xml.text().contains("<documentId>FAQ12</documentId>"));
     let both = site
         .get(
             "/km/api/v1/content",
             &[("kmauthtoken", &km), ("accept", "application/json, application/xml")],
         )
         .await;
-    assert_eq!(both.json()["method"], "GET");
+    assert!(both.json()["items"].is_array());
 }
 
 #[tokio::test]
@@ -557,7 +568,7 @@ async fn bearer_tokens_are_accepted_or_refused() {
         )
         .await;
     assert_eq!(a.status, StatusCode::OK);
-    assert_eq!(a.json()["principal"], json!({"kind":"bearer","user":null}));
+    assert_eq!(principal_of(&site, &a), json!({"kind":"bearer","user":null}));
 
     let refused = site
         .get(
@@ -673,18 +684,22 @@ async fn search_needs_interface_id_and_reports_gen0003() {
         .await;
     assert_eq!(q.status, StatusCode::OK);
     let body = q.json();
-    assert_eq!(body["query"], "question=reset%20password");
-    assert!(!body["results"].as_array().expect("results").is_empty());
+    let recorded = site.sim().request_for(&q.headers).expect("recorded");
+    assert_eq!(recorded.query.as_deref(), Some("question=reset%20password"));
+    let items = body["results"]["results"][0]["resultItems"]
+        .as_array()
+        .expect("resultItems");
+    assert!(!items.is_empty(), "{body}");
     let ans = site
         .send(
             Method::POST,
-            "/srt/api/v1/search/answer",
+            "/srt/api/v1/search/answer?answerId=1000078&priorTransactionId=1&trackClickFlag=true",
             &[("kmauthtoken", &km)],
             "{\"x\":1}",
         )
         .await;
-    assert_eq!(ans.status, StatusCode::OK);
-    assert_eq!(ans.json()["bodyLength"], 7);
+    assert_eq!(ans.status, StatusCode::OK, "{}", ans.text());
+    assert_eq!(site.sim().request_for(&ans.headers).map(|r| r.body_len), Some(7));
 
     site.sim().expire_all_tokens();
     let expired = site
@@ -800,7 +815,11 @@ async fn slow_answers_and_the_delay_hook_hold_the_answer() {
         .await;
     assert_eq!(a.status, StatusCode::OK);
     assert!(t.elapsed() >= Duration::from_millis(300));
-    assert_eq!(a.json()["path"], "/km/api/v1/content/slow");
+    assert_eq!(
+        site.sim().request_for(&a.headers).map(|r| r.path),
+        Some("/km/api/v1/content/slow".to_owned())
+    );
+    assert!(a.json()["items"].is_array(), "slow answers the content list");
 
     site.sim().set_delay(Duration::from_secs(1));
     let t = Instant::now();
@@ -1032,11 +1051,17 @@ async fn servlet_paths_are_off_by_default_and_route_the_raw_path() {
         .user_login_at(odd, &integration, "okcsuser", "Password1", "ACCOUNT")
         .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
-    assert_eq!(a.json()["path"], odd, "an API call echoed, not a login");
+    let call = site
+        .sim()
+        .request_for(&a.headers)
+        .expect("an API call, recorded, not a login");
+    assert_eq!(call.path, odd);
+    assert!(a.json().get("authenticationToken").is_none(), "{}", a.text());
     let sim = site.sim();
     assert_eq!(sim.logins(LoginKind::Account, None, LoginOutcome::Ok), 0);
     let dots = site.get("/km/api/v1/content/%2e%2e/x", &[("kmauthtoken", &km)]).await;
-    assert_eq!(dots.status, StatusCode::OK);
+    assert_eq!(dots.status, StatusCode::NOT_FOUND, "no resource at the raw path");
+    assert!(sim.request_for(&dots.headers).is_some());
     assert_eq!(
         sim.routed_paths(),
         [
@@ -1079,11 +1104,13 @@ async fn servlet_paths_reach_logins_through_odd_spellings_and_record_them() {
     let echo = site
         .get("/km/api/v1/content;a=b/./X?q=1", &[("kmauthtoken", &km)])
         .await;
-    assert_eq!(echo.status, StatusCode::OK);
+    // Routed as content/{recordId} X, which does not exist.
+    assert_eq!(echo.status, StatusCode::NOT_FOUND);
+    assert_eq!(echo.error_code(), "OKDOM-GEN0002");
     assert_eq!(
-        echo.json()["path"],
-        "/km/api/v1/content;a=b/./X",
-        "the echo shows the raw path"
+        sim.request_for(&echo.headers).map(|r| r.path),
+        Some("/km/api/v1/content;a=b/./X".to_owned()),
+        "the record keeps the raw path"
     );
     let recorded = sim.requests().pop().expect("recorded");
     assert_eq!(recorded.path, "/km/api/v1/content;a=b/./X");
@@ -1120,8 +1147,12 @@ async fn servlet_paths_reach_logins_through_odd_spellings_and_record_them() {
     assert!(sim.routed_paths().is_empty());
     sim.reset_faults();
     let raw = site.get("/km/api/v1/content/%2e%2e/X", &[("kmauthtoken", &km)]).await;
-    assert_eq!(raw.status, StatusCode::OK, "reset_faults turns the mode off");
-    assert_eq!(sim.routed_paths()[0].1, "/km/api/v1/content/%2e%2e/X");
+    assert_eq!(raw.status, StatusCode::NOT_FOUND, "no resource at the raw path either");
+    assert_eq!(
+        sim.routed_paths()[0].1,
+        "/km/api/v1/content/%2e%2e/X",
+        "reset_faults turns the mode off"
+    );
 }
 
 #[tokio::test]

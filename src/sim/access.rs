@@ -15,16 +15,7 @@ use serde_json::{Map, Value};
 
 use super::errors::{Api, Format, OracleError};
 use super::state::{Shared, Subject};
-use super::UserKind;
-
-/// Whom an authorised call acts for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Principal {
-    /// `anonymous`, `account`, `contact` or `bearer`.
-    pub(crate) kind: &'static str,
-    /// The user name, for account and contact principals.
-    pub(crate) user: Option<String>,
-}
+use super::{Principal, UserKind};
 
 /// Parse a `kmauthtoken` header: it must be a JSON object.
 pub(crate) fn parse_kmauthtoken(headers: &HeaderMap) -> Result<Map<String, Value>, OracleError> {

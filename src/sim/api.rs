@@ -1,23 +1,24 @@
-//! Request dispatch and the API resources: the echo every content and search
-//! call answers, knowledge interactions, the streamed blob, slow answers and
-//! redirects.
+//! Request dispatch and the special endpoints: knowledge interactions, the
+//! streamed blob, slow answers and redirects. The modelled resources (content,
+//! content types, search, batch) live in `resources` and the modules it names.
 //!
 //! Endpoints (any version segment, e.g. `v1` or `latest`):
 //!
 //! * `GET /km/api/{ver}/knowledgeInteraction/startInteraction` → `{"knowledgeInteractionId"}`
 //! * `GET /km/api/{ver}/content/blob?bytes=N[&chunked=1][&fail_after=M][&stall_after=M]` → N pattern bytes
-//! * `GET /km/api/{ver}/content/slow?ms=N` → the echo, after N ms
+//! * `GET /km/api/{ver}/content/slow?ms=N` → the content list, after N ms
 //! * `GET /km/api/{ver}/content/redirect?to=URL` → 302 to URL
 //! * `GET /km/api/{ver}/content/echo-error?...` → 400 HTML page echoing the query (see `traps`)
 //! * `GET /km/api/{ver}/content/echo-error-json?...` → 400 JSON whose `title` echoes the query
 //! * `GET /km/api/{ver}/content/upgrade` → an unsolicited `101 Switching Protocols`
-//! * any other `/km/api/{ver}/...` → the echo with fake articles (`items`)
-//! * any `/srt/api/{ver}/...` → the echo with fake search `results`
+//! * any other `/km/api/{ver}/...` or `/srt/api/{ver}/...` → a modelled resource (`resources`), or 404
 //!
 //! Every request is routed by its path, or, in servlet-path mode, by the
 //! path's servlet reading (see `servlet`); the routed path is recorded, logins
 //! included. Every API request is recorded (after its body is read, before the
-//! answer), then delayed by the configured delay, then its tokens are checked.
+//! answer), then delayed by the configured delay, then its tokens are checked
+//! and the principal they stand for is added to the record. Every API answer
+//! carries the record's id in `X-ORACLE-DMS-ECID`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,16 +27,16 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, request::Parts, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use http_body_util::BodyExt;
-use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
+use serde_json::json;
 
-use super::access::{self, Principal};
+use super::access;
 use super::auth;
 use super::blob::PatternBody;
-use super::errors::{xml_escape, Api, Format, OracleError};
+use super::errors::{Api, Format, OracleError};
+use super::record::{record, BodyDigest, REQUEST_ID_HEADER};
+use super::resources::{self, Call, Ctx};
 use super::state::Shared;
-use super::{servlet, traps, RecordedRequest};
+use super::{servlet, traps};
 
 /// The simulator's fallback handler: every request not under `/__sim/`.
 pub(crate) async fn dispatch(State(shared): State<Arc<Shared>>, req: Request) -> Response {
@@ -80,51 +81,6 @@ fn routed_path(shared: &Shared, raw: &str) -> Result<String, servlet::ServletPat
     }
 }
 
-/// What a request's body was: its length and SHA-256.
-struct BodyDigest {
-    len: usize,
-    sha256: String,
-    complete: bool,
-}
-
-/// Read (and hash, without keeping) the body, then record the request
-/// (`routed`: the path it was routed by, `None` if it had no servlet reading).
-async fn record(shared: &Shared, parts: &Parts, routed: Option<&str>, mut body: Body) -> BodyDigest {
-    let mut hasher = Sha256::new();
-    let mut len = 0usize;
-    let mut complete = true;
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(frame) => {
-                if let Some(data) = frame.data_ref() {
-                    hasher.update(data);
-                    len += data.len();
-                }
-            }
-            Err(_) => {
-                complete = false;
-                break;
-            }
-        }
-    }
-    let digest = BodyDigest {
-        len,
-        sha256: hex::encode(hasher.finalize()),
-        complete,
-    };
-    shared.record(RecordedRequest {
-        method: parts.method.to_string(),
-        path: parts.uri.path().to_owned(),
-        routed_path: routed.map(str::to_owned),
-        query: parts.uri.query().map(str::to_owned),
-        headers: parts.headers.clone(),
-        kmauthtoken: access::parse_kmauthtoken(&parts.headers).ok().map(Value::Object),
-        body_len: digest.len,
-        body_sha256: digest.sha256.clone(),
-    });
-    digest
-}
-
 /// The special endpoints under `/km/api/{ver}/`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Endpoint {
@@ -135,12 +91,12 @@ enum Endpoint {
     EchoErrorHtml,
     EchoErrorJson,
     Upgrade,
-    Echo,
+    Resource,
 }
 
 fn endpoint(api: Api, method: &Method, rest: &[&str]) -> Endpoint {
     if api == Api::Srt || method != Method::GET {
-        return Endpoint::Echo;
+        return Endpoint::Resource;
     }
     match rest {
         ["knowledgeInteraction", "startInteraction"] => Endpoint::StartInteraction,
@@ -150,18 +106,20 @@ fn endpoint(api: Api, method: &Method, rest: &[&str]) -> Endpoint {
         ["content", "echo-error"] => Endpoint::EchoErrorHtml,
         ["content", "echo-error-json"] => Endpoint::EchoErrorJson,
         ["content", "upgrade"] => Endpoint::Upgrade,
-        _ => Endpoint::Echo,
+        _ => Endpoint::Resource,
     }
 }
 
 async fn api_call(shared: &Shared, api: Api, parts: &Parts, routed: &str, rest: &[&str], body: Body) -> Response {
-    let digest = record(shared, parts, Some(routed), body).await;
+    let (digest, id) = record(shared, parts, Some(routed), body).await;
     let delay = shared.delay();
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let endpoint = endpoint(api, &parts.method, rest);
-    let response = answer(shared, api, parts, endpoint, &digest).await;
+    let mut response = answer(shared, api, parts, (routed, rest), &digest, id).await;
+    if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
     tracing::debug!(
         method = %parts.method,
         path = parts.uri.path(),
@@ -171,12 +129,33 @@ async fn api_call(shared: &Shared, api: Api, parts: &Parts, routed: &str, rest: 
     response
 }
 
-async fn answer(shared: &Shared, api: Api, parts: &Parts, endpoint: Endpoint, digest: &BodyDigest) -> Response {
+/// Check the call's tokens, note its principal in the record, then answer.
+async fn answer(
+    shared: &Shared,
+    api: Api,
+    parts: &Parts,
+    (routed, rest): (&str, &[&str]),
+    digest: &BodyDigest,
+    id: u64,
+) -> Response {
+    let endpoint = endpoint(api, &parts.method, rest);
     let errors = Format::for_errors(&parts.headers);
     let check_interaction = endpoint != Endpoint::StartInteraction;
     let principal = match access::authorize_call(shared, api, &parts.headers, check_interaction) {
         Ok(p) => p,
         Err(e) => return e.respond(errors),
+    };
+    shared.set_principal(id, &principal);
+    let ctx = Ctx {
+        principal: &principal,
+        origin: resources::origin(&parts.headers),
+        version: routed
+            .trim_start_matches('/')
+            .split('/')
+            .nth(2)
+            .unwrap_or("latest")
+            .to_owned(),
+        request_id: id,
     };
     if !digest.complete {
         return OracleError::invalid_input("the request body could not be read").respond(errors);
@@ -188,7 +167,7 @@ async fn answer(shared: &Shared, api: Api, parts: &Parts, endpoint: Endpoint, di
         Endpoint::Slow => match param_u64(query, "ms") {
             Ok(ms) => {
                 tokio::time::sleep(Duration::from_millis(ms.unwrap_or(0))).await;
-                Ok(echo(api, parts, digest, &principal))
+                resource(&ctx, api, parts, &["content"], "", digest)
             }
             Err(e) => Err(e),
         },
@@ -196,9 +175,29 @@ async fn answer(shared: &Shared, api: Api, parts: &Parts, endpoint: Endpoint, di
         Endpoint::EchoErrorHtml => Ok(traps::echo_error_html(query)),
         Endpoint::EchoErrorJson => Ok(traps::echo_error_json(query)),
         Endpoint::Upgrade => Ok(traps::unsolicited_upgrade()),
-        Endpoint::Echo => Ok(echo(api, parts, digest, &principal)),
+        Endpoint::Resource => resource(&ctx, api, parts, rest, query, digest),
     };
     result.unwrap_or_else(|e| e.respond(errors))
+}
+
+/// A modelled resource (`resources`), rendered as the caller's `Accept` asks.
+fn resource(
+    ctx: &Ctx<'_>,
+    api: Api,
+    parts: &Parts,
+    rest: &[&str],
+    query: &str,
+    digest: &BodyDigest,
+) -> Result<Response, OracleError> {
+    let call = Call {
+        api,
+        method: &parts.method,
+        rest,
+        query,
+        body: digest.bytes.as_deref().unwrap_or_default(),
+    };
+    let doc = resources::answer(ctx, &call)?;
+    Ok(resources::render(doc, Format::for_resources(&parts.headers)))
 }
 
 /// The value of query parameter `name`, if present.
@@ -252,91 +251,6 @@ fn redirect(query: &str) -> Result<Response, OracleError> {
     let location =
         HeaderValue::from_str(&to).map_err(|_| OracleError::invalid_input("to is not a valid header value"))?;
     Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response())
-}
-
-fn fake_items() -> Value {
-    json!([
-        {
-            "recordId": "048016517ab56ef014519740375005599",
-            "documentId": "OR4",
-            "answerId": 1000077,
-            "title": "Registration Now Open to the Public for Oracle OpenWorld",
-            "version": "2.0"
-        },
-        {
-            "recordId": "048016517ab56ef014519740375005600",
-            "documentId": "FAQ12",
-            "answerId": 1000078,
-            "title": "How do I reset my password?",
-            "version": "1.0"
-        }
-    ])
-}
-
-fn fake_results() -> Value {
-    json!([
-        { "answerId": 1000078, "title": "How do I reset my password?", "score": 0.92 },
-        { "answerId": 1000077, "title": "Registration Now Open", "score": 0.41 }
-    ])
-}
-
-/// The echo: what the simulator received, plus fake content.
-fn echo(api: Api, parts: &Parts, digest: &BodyDigest, principal: &Principal) -> Response {
-    // `HeaderMap` keys are lowercase and each appears once.
-    let header_names: Vec<&str> = parts.headers.keys().map(|k| k.as_str()).collect();
-    let query = parts.uri.query();
-    let kmauthtoken = access::parse_kmauthtoken(&parts.headers)
-        .map(Value::Object)
-        .unwrap_or(Value::Null);
-    if Format::for_resources(&parts.headers) == Format::Xml {
-        return xml(echo_xml(parts, digest, principal));
-    }
-    let mut body = json!({
-        "method": parts.method.as_str(),
-        "path": parts.uri.path(),
-        "query": query,
-        "kmauthtoken": kmauthtoken,
-        "headerNames": header_names,
-        "bodyLength": digest.len,
-        "bodySha256": digest.sha256,
-        "principal": { "kind": principal.kind, "user": principal.user },
-        "items": fake_items(),
-    });
-    if api == Api::Srt {
-        body["results"] = fake_results();
-    }
-    axum::Json(body).into_response()
-}
-
-fn echo_xml(parts: &Parts, digest: &BodyDigest, principal: &Principal) -> String {
-    let items: String = fake_items()
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .map(|i| {
-                    format!(
-                        "<item><recordId>{}</recordId><title>{}</title></item>",
-                        xml_escape(i["recordId"].as_str().unwrap_or("")),
-                        xml_escape(i["title"].as_str().unwrap_or(""))
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><echo><method>{}</method><path>{}</path>\
-         <query>{}</query><bodyLength>{}</bodyLength><bodySha256>{}</bodySha256>\
-         <principal><kind>{}</kind><user>{}</user></principal><items>{}</items></echo>",
-        xml_escape(parts.method.as_str()),
-        xml_escape(parts.uri.path()),
-        xml_escape(parts.uri.query().unwrap_or("")),
-        digest.len,
-        digest.sha256,
-        principal.kind,
-        xml_escape(principal.user.as_deref().unwrap_or("")),
-        items
-    )
 }
 
 fn xml(body: String) -> Response {

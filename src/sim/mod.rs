@@ -18,11 +18,21 @@
 //!   authenticates the account, as Oracle documents.
 //! * Every other `/km/api/{ver}/...` and `/srt/api/{ver}/...` call checks
 //!   `kmauthtoken` (or `Authorization: Bearer` plus the integration token) and
-//!   answers an echo of what it received (see the `api` module for the special
-//!   endpoints: `knowledgeInteraction/startInteraction`, `content/blob`,
-//!   `content/slow`, `content/redirect`, and the `traps` module for the
-//!   misleading ones: `content/echo-error`, `content/echo-error-json`,
+//!   answers like Oracle from a fixed corpus of ten articles (the `resources`
+//!   module has the table: content lists with `q=` filters, articles with
+//!   `xml`, `contentTypes`, `search/question`, `search/initialScreen`,
+//!   `search/answer`, `batch`; XML when `Accept` asks for it; links on the
+//!   simulator's own origin, from `Host`), or 404. `docs/simulator.md` says
+//!   which Oracle documents each answer follows and what is simplified. The
+//!   `api` module has the special endpoints (`knowledgeInteraction/startInteraction`,
+//!   `content/blob`, `content/slow`, `content/redirect`), the `traps` module
+//!   the misleading ones (`content/echo-error`, `content/echo-error-json`,
 //!   `content/upgrade`).
+//! * Answers never reflect the request: what kmproxy sent (method, path,
+//!   query, headers, `kmauthtoken` parsed, body length and SHA-256, the
+//!   principal the tokens stood for) is in the record ([`Simulator::requests`],
+//!   [`RecordedRequest`]); each answer names its record in `X-ORACLE-DMS-ECID`
+//!   ([`Simulator::request_for`]).
 //! * `/__sim/...`: unauthenticated test hooks (`expire`, `stats`,
 //!   `fail-logins`, `session-error`, `delay`, `login-delay`,
 //!   `close-connections`, `servlet-paths`, `bearer-session-error`, `reset`;
@@ -83,7 +93,11 @@
 //! * `state`: token registry, counters, injected faults.
 //! * `auth`: the two logins.
 //! * `access`: the token check every other API call passes.
-//! * `api`: request dispatch, echo, search, interactions, slow, redirect.
+//! * `api`: request dispatch, interactions, blob, slow, redirect.
+//! * `record`: the record of what each API request carried.
+//! * `resources`: the modelled resources' routes, documents and rendering;
+//!   `content` (articles, content types), `search`, `batch`, `query` (`q=`),
+//!   `corpus` (the articles), `xml` (the XML rendering).
 //! * `servlet`: the servlet container's reading of a path.
 //! * `traps`: misleading answers (echoed error text, unsolicited 101).
 //! * `blob`: the large streamed body.
@@ -93,12 +107,20 @@
 mod access;
 mod api;
 mod auth;
+mod batch;
 mod blob;
+mod content;
+mod corpus;
 mod errors;
 mod hooks;
+mod query;
+mod record;
+mod resources;
+mod search;
 mod servlet;
 mod state;
 mod traps;
+mod xml;
 
 use std::fmt;
 use std::future::Future;
@@ -114,6 +136,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use blob::blob_sha256;
+pub use record::{Principal, RecordedRequest, REQUEST_ID_HEADER};
 use state::Shared;
 
 /// The simulated site: its name, users and accepted OAuth tokens.
@@ -233,28 +256,6 @@ pub enum LoginOutcome {
     Failed,
 }
 
-/// One API request as the simulator received it (logins and `/__sim/` excluded).
-#[derive(Clone, Debug)]
-pub struct RecordedRequest {
-    /// The method, e.g. `GET`.
-    pub method: String,
-    /// The path, byte-exact as received (still percent-encoded).
-    pub path: String,
-    /// The path it was routed by: `path` itself, or its servlet reading in
-    /// servlet-path mode (`None`: it had none, and was refused 400).
-    pub routed_path: Option<String>,
-    /// The query, byte-exact as received, without `?`.
-    pub query: Option<String>,
-    /// Every header received (tokens included: this is test material).
-    pub headers: http::HeaderMap,
-    /// `kmauthtoken`, if present and valid JSON.
-    pub kmauthtoken: Option<serde_json::Value>,
-    /// Length of the request body.
-    pub body_len: usize,
-    /// Lowercase hex SHA-256 of the request body.
-    pub body_sha256: String,
-}
-
 /// A simulated Knowledge Advanced site. Cheap to clone: clones share state.
 #[derive(Clone)]
 pub struct Simulator {
@@ -346,6 +347,13 @@ impl Simulator {
     /// their bodies were read. The most recent 10 000 are kept.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.requests()
+    }
+
+    /// The recorded request an answer answered, found by the id in its
+    /// [`REQUEST_ID_HEADER`] (`None`: no such header, or no longer kept).
+    pub fn request_for(&self, answer_headers: &http::HeaderMap) -> Option<RecordedRequest> {
+        let id = answer_headers.get(REQUEST_ID_HEADER)?.to_str().ok()?.parse().ok()?;
+        self.shared.request(id)
     }
 
     /// TCP connections accepted so far.

@@ -15,7 +15,7 @@ use rand::distr::Alphanumeric;
 use rand::{Rng, RngCore};
 use tokio::time::Instant;
 
-use super::{LoginKind, LoginOutcome, RecordedRequest, SimConfig, UserKind};
+use super::{LoginKind, LoginOutcome, Principal, RecordedRequest, SimConfig, UserKind};
 
 /// How many recorded requests (and issued tokens) are kept.
 const KEEP: usize = 10_000;
@@ -57,6 +57,8 @@ struct Inner {
     logins: HashMap<LoginKey, u64>,
     requests: VecDeque<RecordedRequest>,
     request_count: u64,
+    /// The id of the last recorded request (never reset).
+    last_request_id: u64,
     /// Every path routed (logins included, `/__sim/` not), as routed:
     /// servlet-normalised when `servlet_paths` is on. Most recent last.
     routed: VecDeque<(Method, String)>,
@@ -214,13 +216,30 @@ impl Shared {
         all
     }
 
-    pub(crate) fn record(&self, req: RecordedRequest) {
+    /// Record `req` under a fresh id, and return the id.
+    pub(crate) fn record(&self, mut req: RecordedRequest) -> u64 {
         let mut inner = self.lock();
         if inner.requests.len() >= KEEP {
             inner.requests.pop_front();
         }
+        inner.last_request_id += 1;
+        req.id = inner.last_request_id;
         inner.requests.push_back(req);
         inner.request_count += 1;
+        inner.last_request_id
+    }
+
+    /// Note whom recorded request `id` acted for (if it is still kept).
+    pub(crate) fn set_principal(&self, id: u64, principal: &Principal) {
+        let mut inner = self.lock();
+        if let Some(r) = inner.requests.iter_mut().rev().find(|r| r.id == id) {
+            r.principal = Some(principal.clone());
+        }
+    }
+
+    /// The recorded request with `id`, if it is still kept.
+    pub(crate) fn request(&self, id: u64) -> Option<RecordedRequest> {
+        self.lock().requests.iter().rev().find(|r| r.id == id).cloned()
     }
 
     pub(crate) fn requests(&self) -> Vec<RecordedRequest> {
