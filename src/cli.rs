@@ -224,7 +224,11 @@ async fn check(path: &Path, login: bool) -> ExitCode {
     match serve_parked(&config).await {
         Ok(Some(parked)) => {
             let honoured = tokens.adopt_parked(&parked).await;
-            println!("\nthe running serve holds {} credential(s) parked; {} of them configured here, not tried", parked.len(), honoured.len());
+            println!(
+                "\nthe running serve holds {} credential(s) parked; {} of them configured here, not tried",
+                parked.len(),
+                honoured.len()
+            );
         }
         Ok(None) => {}
         Err(e) => {
@@ -232,23 +236,29 @@ async fn check(path: &Path, login: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    // One login per distinct credential: principals sharing a user share it.
+    if log_everyone_in(&config, &tokens).await {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Gets every principal's credentials, printing one line each; true if
+/// all succeeded. One login per distinct credential: principals sharing a
+/// user share its login, and a parked credential is not tried.
+async fn log_everyone_in(config: &Config, tokens: &crate::tokens::TokenStore) -> bool {
     println!("\nlogging in:");
-    let mut failed = false;
+    let mut all = true;
     for (i, p) in config.principals.iter().enumerate() {
         match tokens.credentials(i).await {
             Ok(_) => println!("  {:<20} ok", p.name),
             Err(e) => {
-                failed = true;
+                all = false;
                 println!("  {:<20} FAILED: {e}", p.name);
             }
         }
     }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+    all
 }
 
 /// The credentials a `serve` running with this config holds as parked,
@@ -276,8 +286,7 @@ async fn serve_parked(config: &Config) -> Result<Option<Vec<crate::tokens::Parke
         Ok(Err(StatusError::Broken(e))) => return Err(format!("cannot read {what}: {e}")),
         Ok(Ok(answer)) => answer,
     };
-    let status: serde_json::Value =
-        serde_json::from_slice(&answer).map_err(|e| format!("{what} is not JSON: {e}"))?;
+    let status: serde_json::Value = serde_json::from_slice(&answer).map_err(|e| format!("{what} is not JSON: {e}"))?;
     let parked = status
         .get("parked_credentials")
         .ok_or_else(|| format!("{what} has no parked_credentials (a kmproxy too old to say)"))?;

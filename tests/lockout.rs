@@ -42,7 +42,12 @@ fn ok(a: &Answer) {
 
 /// kmproxy's answer for a parked login; returns its detail.
 fn parked(a: &Answer) -> String {
-    assert_eq!(a.status, StatusCode::BAD_GATEWAY, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(
+        a.status,
+        StatusCode::BAD_GATEWAY,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
     assert_eq!(a.error_code(), "KMPROXY-LOGIN-REJECTED");
     let detail = a.json()["error"]["detail"].as_str().unwrap().to_owned();
     assert!(!detail.contains(WRONG), "the password leaked: {detail}");
@@ -85,10 +90,7 @@ async fn admin_post(env: &Env, path: &str) -> Answer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_password_is_never_tried_again_under_any_name_version_or_reload() {
-    let env = Env::builder()
-        .config(|c| set_password(c, "agent", WRONG))
-        .start()
-        .await;
+    let env = Env::builder().config(|c| set_password(c, "agent", WRONG)).start().await;
     let sim = env.simulator();
     parked(&env.get(CONTENT, AGENT).await);
     assert_eq!(okcsuser(sim, LoginOutcome::Rejected), 1);
@@ -202,7 +204,10 @@ async fn a_429_backs_off_at_least_its_retry_after_and_never_parks() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let gap = second_at.unwrap().duration_since(first_done);
-    assert!(gap >= Duration::from_millis(1900), "second attempt {gap:?} after the first");
+    assert!(
+        gap >= Duration::from_millis(1900),
+        "second attempt {gap:?} after the first"
+    );
     assert_eq!(integration(sim, LoginOutcome::Failed), 2);
     assert_eq!(sim.total_logins(), 3, "two 429s, then the login");
     ok(&env.get(CONTENT, PUBLIC).await);
@@ -210,7 +215,12 @@ async fn a_429_backs_off_at_least_its_retry_after_and_never_parks() {
     // A 408 on a user login: transient as well.
     sim.fail_logins_with(408, 1, Some(Duration::from_secs(1)));
     let a = env.get(CONTENT, AGENT).await;
-    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(
+        a.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
     assert!(eventually(Duration::from_secs(4), || okcsuser(sim, LoginOutcome::Failed) == 1).await);
     let recovered = async {
         loop {
@@ -224,7 +234,10 @@ async fn a_429_backs_off_at_least_its_retry_after_and_never_parks() {
     tokio::time::timeout(Duration::from_secs(4), recovered).await.unwrap();
     assert_eq!(okcsuser(sim, LoginOutcome::Ok), 1);
     assert_eq!(okcsuser(sim, LoginOutcome::Rejected), 0);
-    assert_eq!(env.admin_get("/status").await.json()["parked_credentials"], serde_json::json!([]));
+    assert_eq!(
+        env.admin_get("/status").await.json()["parked_credentials"],
+        serde_json::json!([])
+    );
     env.stop().await;
 }
 
@@ -247,7 +260,11 @@ async fn resetting_a_principal_does_not_unpark_the_api_user() {
     let tokens = env.app.live().tokens.clone();
     assert!(!tokens.reset_principal(0).await, "`public` has no login of its own");
     parked(&env.get(CONTENT, PUBLIC).await);
-    assert_eq!(integration(sim, LoginOutcome::Rejected), 1, "no principal's reset reached the API user");
+    assert_eq!(
+        integration(sim, LoginOutcome::Rejected),
+        1,
+        "no principal's reset reached the API user"
+    );
     // The API user's own reset allows exactly one more attempt.
     tokens.reset_api_user().await;
     parked(&env.get(CONTENT, PUBLIC).await);
@@ -258,10 +275,7 @@ async fn resetting_a_principal_does_not_unpark_the_api_user() {
 
 #[tokio::test]
 async fn a_parked_principal_names_its_own_reset() {
-    let env = Env::builder()
-        .config(|c| set_password(c, "agent", WRONG))
-        .start()
-        .await;
+    let env = Env::builder().config(|c| set_password(c, "agent", WRONG)).start().await;
     let detail = parked(&env.get(CONTENT, AGENT).await);
     assert!(detail.contains("POST /principals/agent/reset"), "{detail}");
     ok(&env.get(CONTENT, PUBLIC).await);
@@ -284,10 +298,19 @@ async fn bearer_calls_the_upstream_calls_invalid_cost_at_most_one_login() {
         answers.push(env.get(CONTENT, &bad).await);
     }
     for a in &answers {
-        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", String::from_utf8_lossy(&a.body));
+        assert_eq!(
+            a.status,
+            StatusCode::UNAUTHORIZED,
+            "{}",
+            String::from_utf8_lossy(&a.body)
+        );
         assert_eq!(a.error_code(), "OK-SESSION0003", "passed on unchanged");
     }
-    assert!(integration(sim, LoginOutcome::Ok) <= 1, "{} logins", integration(sim, LoginOutcome::Ok));
+    assert!(
+        integration(sim, LoginOutcome::Ok) <= 1,
+        "{} logins",
+        integration(sim, LoginOutcome::Ok)
+    );
     assert_eq!(sim.total_logins(), integration(sim, LoginOutcome::Ok));
     assert!(sim.request_count() <= 40, "{} calls upstream", sim.request_count());
     env.stop().await;
@@ -388,15 +411,16 @@ async fn check_login_logs_in_once_per_distinct_credential() {
         assert!(login_line(&o, name).trim_end().ends_with(" ok"));
     }
     assert_eq!(integration(&sim.sim, LoginOutcome::Ok), 1);
-    assert_eq!(okcsuser(&sim.sim, LoginOutcome::Ok), 1, "agent and agent2 share one login");
+    assert_eq!(
+        okcsuser(&sim.sim, LoginOutcome::Ok),
+        1,
+        "agent and agent2 share one login"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_login_never_tries_a_credential_the_running_serve_parked() {
-    let env = Env::builder()
-        .config(|c| set_password(c, "agent", WRONG))
-        .start()
-        .await;
+    let env = Env::builder().config(|c| set_password(c, "agent", WRONG)).start().await;
     let sim = env.simulator();
     parked(&env.get(CONTENT, AGENT).await);
     // check --login with the same config as the running serve.

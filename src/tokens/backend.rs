@@ -35,11 +35,17 @@
 //!   Redis, then a published invalidation that makes every replica drop
 //!   (and supersede) its copy of that token. Serials must then be unique
 //!   across the fleet, e.g. drawn from Redis or derived from the token.
+//! - [`remove_for_relogin`](LocalStore::remove_for_relogin): the same
+//!   compare-and-delete, let through only if the credential's re-login
+//!   slot is free (`SET NX PX min_relogin_interval` on its key), so the
+//!   interval is fleet-wide.
 //! - The verdicts ([`check`](LocalStore::check) … [`reset`](LocalStore::reset)):
-//!   read from and written to Redis per key, written before the login's
-//!   lease is released (so the next holder sees a rejection), resets
-//!   published to every replica; [`login_status`](LocalStore::login_status)
-//!   and [`parked`](LocalStore::parked) report the local view.
+//!   read from and written to Redis per [`CredentialKey`] (its hex under
+//!   `key_prefix`), written before the login's lease is released (so the
+//!   next holder sees a rejection or an unanswered attempt), resets
+//!   published to every replica; [`login_status`](LocalStore::login_status),
+//!   [`is_parked`](LocalStore::is_parked) and [`Verdicts::parked`] report
+//!   the local view.
 //!
 //! # Verdict keys
 //!

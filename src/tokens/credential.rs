@@ -48,7 +48,11 @@ impl<'a> Credential<'a> {
     /// (`api_version` is not part of it: another path, the same password).
     pub fn of(config: &'a Config, who: Identity) -> Option<Self> {
         let (kind, user, password) = match who {
-            Identity::ApiUser => ("api_user", config.api_user.login.as_str(), config.api_user.password.expose()),
+            Identity::ApiUser => (
+                "api_user",
+                config.api_user.login.as_str(),
+                config.api_user.password.expose(),
+            ),
             Identity::User(p) => match &config.principals.get(p)?.kind {
                 PrincipalKind::User {
                     external_type,
@@ -195,7 +199,10 @@ mod tests {
         ] {
             assert_ne!(base, f.key(&other));
         }
-        assert_ne!(base, Fingerprints::random().key(&cred("http://a", "ACCOUNT", "u", "pw")));
+        assert_ne!(
+            base,
+            Fingerprints::random().key(&cred("http://a", "ACCOUNT", "u", "pw"))
+        );
     }
 
     #[test]

@@ -238,7 +238,10 @@ mod tests {
     fn retry_after_is_a_floor_and_is_capped() {
         let g = Gate::default();
         let now = Instant::now();
-        assert_eq!(g.failed("429".into(), now, Duration::from_secs(7)), Duration::from_secs(7));
+        assert_eq!(
+            g.failed("429".into(), now, Duration::from_secs(7)),
+            Duration::from_secs(7)
+        );
         assert!(matches!(g.check(now + Duration::from_secs(6)), Err(Closed::Backoff(_))));
         assert!(g.check(now + Duration::from_secs(7)).is_ok());
         let huge = g.failed("429".into(), now, Duration::from_secs(u64::MAX));
@@ -258,7 +261,10 @@ mod tests {
         assert_eq!(g.check(now + BACKOFF_MAX), Err(Closed::Parked(parked)));
         g.reset();
         assert!(g.check(now).is_ok());
-        assert!(g.unanswered("timed out".into(), now).is_ok(), "a reset restarts the count");
+        assert!(
+            g.unanswered("timed out".into(), now).is_ok(),
+            "a reset restarts the count"
+        );
     }
 
     #[test]

@@ -191,7 +191,12 @@ async fn exchange(
         let res = client.request(origin, req).await.map_err(unsent_or_unanswered)?;
         let (head, body) = res.into_parts();
         let body = Limited::new(body, MAX_ANSWER).collect().await.map(|b| b.to_bytes());
-        judge(head.status, &head.headers, body.map_err(|e| e.to_string()), session_codes)
+        judge(
+            head.status,
+            &head.headers,
+            body.map_err(|e| e.to_string()),
+            session_codes,
+        )
     };
     tokio::time::timeout(timeout, work)
         .await
@@ -236,7 +241,10 @@ fn judge(
         return Err(LoginError::Rejected(format!("HTTP {} {code}", status.as_u16())));
     }
     if !status.is_success() {
-        return Err(LoginError::Transient(format!("upstream answered HTTP {}", status.as_u16())));
+        return Err(LoginError::Transient(format!(
+            "upstream answered HTTP {}",
+            status.as_u16()
+        )));
     }
     body.map_err(|e| LoginError::Transient(format!("login answer unreadable: {e}")))
 }
@@ -260,9 +268,12 @@ mod tests {
     fn judged(status: u16, headers: &[(&str, &str)], body: &str) -> Result<Bytes, LoginError> {
         let mut h = HeaderMap::new();
         for (k, v) in headers {
-            h.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            h.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                v.parse().expect("value"),
+            );
         }
-        let status = StatusCode::from_u16(status).unwrap();
+        let status = StatusCode::from_u16(status).expect("status");
         judge(status, &h, Ok(Bytes::from(body.to_owned())), &["OK-SESSION".to_owned()])
     }
 
@@ -270,7 +281,7 @@ mod tests {
     fn answers_are_classified_by_what_they_say_about_the_password() {
         let session = r#"{"error":{"errorCode":"OK-SESSION0003"}}"#;
         let auth = r#"{"error":{"errorCode":"OK-AUTH0001"}}"#;
-        assert!(matches!(judged(200, &[], "{}"), Ok(_)));
+        assert!(judged(200, &[], "{}").is_ok());
         assert!(matches!(judged(401, &[], auth), Err(LoginError::Rejected(r)) if r == "HTTP 401 OK-AUTH0001"));
         assert!(matches!(judged(403, &[], "<html>"), Err(LoginError::Rejected(_))));
         assert!(matches!(judged(401, &[], session), Err(LoginError::StaleIntegration)));
@@ -294,8 +305,8 @@ mod tests {
     fn retry_after_reads_seconds_and_http_dates() {
         let at = |v: &str| {
             let mut h = HeaderMap::new();
-            h.insert(header::RETRY_AFTER, v.parse().unwrap());
-            let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
+            h.insert(header::RETRY_AFTER, v.parse().expect("value"));
+            let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").expect("date");
             retry_after(&h, now)
         };
         assert_eq!(at("120"), Some(Duration::from_secs(120)));

@@ -57,8 +57,8 @@ use crate::config::{Config, PrincipalId};
 use crate::kmauthtoken::{CallerFields, Defaults, Prefix};
 use crate::metrics::Metrics;
 use crate::upstream::{HttpClient, Origin, OriginError};
-use backend::{Dropped, LocalStore, VerdictKey, Verdicts};
 pub use backend::ParkedCredential;
+use backend::{Dropped, LocalStore, VerdictKey, Verdicts};
 use credential::Credential;
 use flight::Flights;
 use gate::GateStatus;
@@ -469,7 +469,11 @@ impl Inner {
     /// call may be replayed.
     async fn drop_after_session_error(&self, who: Identity, token: &Token) -> bool {
         let interval = self.config.tokens.min_relogin_interval;
-        match self.store.remove_for_relogin(who, token.serial, self.verdict_key(who), interval).await {
+        match self
+            .store
+            .remove_for_relogin(who, token.serial, self.verdict_key(who), interval)
+            .await
+        {
             Dropped::Removed => {
                 self.metrics.renewal("session_error");
                 true

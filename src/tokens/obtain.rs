@@ -11,8 +11,8 @@ use std::time::{Duration, Instant, SystemTime};
 use futures_util::future::BoxFuture;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::gate::Closed;
 use super::backend::VerdictKey;
+use super::gate::Closed;
 use super::identity::Identity;
 use super::login::{self, LoginError};
 use super::{Inner, Token, TokenError};
@@ -156,59 +156,59 @@ impl Inner {
         sent: Sent,
         result: Result<SecretString, LoginError>,
     ) -> Result<Arc<Token>, TokenError> {
-        let principal = self.name_of(who);
         let error = match result {
             Ok(value) => {
                 self.store.succeeded(key).await;
                 self.count_login(who, "ok");
-                tracing::info!(%principal, "logged in");
+                tracing::info!(principal = %self.name_of(who), "logged in");
                 let token = self.mint(value, sent);
                 self.schedule_renewal(who, &token);
                 return Ok(token);
             }
             Err(e) => e,
         };
-        let outcome = if matches!(error, LoginError::Rejected(_)) { "rejected" } else { "failed" };
-        self.count_login(who, outcome);
-        let now = Instant::now();
-        match error {
-            LoginError::Rejected(reason) => {
-                let reason = format!("rejected: {reason}");
+        let rejected = matches!(error, LoginError::Rejected(_));
+        self.count_login(who, if rejected { "rejected" } else { "failed" });
+        Err(self.record_failure(who, key, error).await)
+    }
+
+    /// Records a failed login by what it says about the password: parked
+    /// if rejected (or unanswered once too often), else backing off.
+    async fn record_failure(&self, who: Identity, key: VerdictKey, error: LoginError) -> TokenError {
+        let (principal, reason, now) = (self.name_of(who), error.to_string(), Instant::now());
+        let wait = match error {
+            LoginError::Rejected(answer) => {
+                let reason = format!("rejected: {answer}");
                 tracing::error!(%principal, %reason, "login rejected; parked until its secret changes or it is reset");
                 self.store.rejected(key, reason.clone()).await;
-                Err(self.parked(who, reason))
+                return self.parked(who, reason);
             }
-            e @ (LoginError::Timeout(_) | LoginError::Unanswered(_)) => {
-                let reason = e.to_string();
+            LoginError::Timeout(_) | LoginError::Unanswered(_) => {
                 match self.store.unanswered(key, reason.clone(), now).await {
+                    Ok(wait) => wait,
                     Err(parked) => {
                         tracing::error!(%principal, reason = %parked, "login parked: it may have been rejected");
-                        Err(self.parked(who, parked))
-                    }
-                    Ok(wait) => {
-                        tracing::warn!(%principal, %reason, backoff = ?wait, "login got no answer");
-                        Err(match e {
-                            LoginError::Timeout(timeout) => TokenError::Timeout { principal, timeout },
-                            _ => TokenError::Failed { principal, reason },
-                        })
+                        return self.parked(who, parked);
                     }
                 }
             }
-            e @ LoginError::Throttled { retry_after, .. } => {
-                let reason = e.to_string();
-                let wait = self.store.failed(key, reason.clone(), now, retry_after.unwrap_or_default()).await;
+            LoginError::Throttled { retry_after, .. } => {
+                let at_least = retry_after.unwrap_or_default();
+                let wait = self.store.failed(key, reason.clone(), now, at_least).await;
                 tracing::warn!(%principal, %reason, backoff = ?wait, "login throttled by the upstream");
-                Err(TokenError::Backoff {
+                return TokenError::Backoff {
                     principal,
                     retry_after: wait,
-                })
+                };
             }
-            e @ (LoginError::Transient(_) | LoginError::StaleIntegration) => {
-                let reason = e.to_string();
-                let wait = self.store.failed(key, reason.clone(), now, Duration::ZERO).await;
-                tracing::warn!(%principal, %reason, backoff = ?wait, "login failed");
-                Err(TokenError::Failed { principal, reason })
+            LoginError::Transient(_) | LoginError::StaleIntegration => {
+                self.store.failed(key, reason.clone(), now, Duration::ZERO).await
             }
+        };
+        tracing::warn!(%principal, %reason, backoff = ?wait, "login failed");
+        match error {
+            LoginError::Timeout(timeout) => TokenError::Timeout { principal, timeout },
+            _ => TokenError::Failed { principal, reason },
         }
     }
 
