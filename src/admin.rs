@@ -125,6 +125,9 @@ async fn status(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
         "api_user": api_user,
         "principals": principals,
         "cached_tokens": tokens.cached_tokens().await,
+        // Kind, user, fingerprint and reason, never a password: what
+        // `kmproxy check --login` matches to skip them.
+        "parked_credentials": tokens.parked_credentials(),
     }))
 }
 

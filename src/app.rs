@@ -99,8 +99,10 @@ impl App {
     }
 
     /// Swaps in a new config. Identities whose credentials are unchanged
-    /// keep their tokens (and lockout state); returns the names of those
-    /// that start afresh.
+    /// keep their tokens; every credential keeps its lockout verdict (the
+    /// table is handed from store to store, so a reload back to a rejected
+    /// password meets it). Returns the names of identities that start
+    /// without a token.
     pub async fn reload(&self, config: Config) -> Result<Vec<String>, BuildError> {
         let old = self.live();
         let config = Arc::new(config);

@@ -220,22 +220,106 @@ async fn check(path: &Path, login: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let tokens = app.live().tokens.clone();
+    match serve_parked(&config).await {
+        Ok(Some(parked)) => {
+            let honoured = tokens.adopt_parked(&parked).await;
+            println!(
+                "\nthe running serve holds {} credential(s) parked; {} of them configured here, not tried",
+                parked.len(),
+                honoured.len()
+            );
+        }
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("kmproxy: {e}; not logging in, so as not to retry a password it holds as rejected");
+            return ExitCode::FAILURE;
+        }
+    }
+    if log_everyone_in(&config, &tokens).await {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Gets every principal's credentials, printing one line each; true if
+/// all succeeded. One login per distinct credential: principals sharing a
+/// user share its login, and a parked credential is not tried.
+async fn log_everyone_in(config: &Config, tokens: &crate::tokens::TokenStore) -> bool {
     println!("\nlogging in:");
-    let mut failed = false;
+    let mut all = true;
     for (i, p) in config.principals.iter().enumerate() {
-        match app.live().tokens.credentials(i).await {
+        match tokens.credentials(i).await {
             Ok(_) => println!("  {:<20} ok", p.name),
             Err(e) => {
-                failed = true;
+                all = false;
                 println!("  {:<20} FAILED: {e}", p.name);
             }
         }
     }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
+    all
+}
+
+/// The credentials a `serve` running with this config holds as parked,
+/// read from its admin `/status`: `None` when none answers there (nothing
+/// listens, or the admin port is off), an error when one answers but its
+/// verdicts cannot be read.
+async fn serve_parked(config: &Config) -> Result<Option<Vec<crate::tokens::ParkedCredential>>, String> {
+    let Some(mut addr) = config.server.admin_listen else {
+        println!("\n(admin_listen is off: a running serve's lockout state cannot be consulted)");
+        return Ok(None);
+    };
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
     }
+    let what = format!("the running serve's /status on {addr}");
+    let answer = match tokio::time::timeout(std::time::Duration::from_secs(5), get_status(config, addr)).await {
+        Err(_) => return Err(format!("{what} did not answer within 5s")),
+        Ok(Err(StatusError::NotListening)) => {
+            println!("\n(no serve answers on {addr}: no lockout state to honour)");
+            return Ok(None);
+        }
+        Ok(Err(StatusError::Broken(e))) => return Err(format!("cannot read {what}: {e}")),
+        Ok(Ok(answer)) => answer,
+    };
+    let status: serde_json::Value = serde_json::from_slice(&answer).map_err(|e| format!("{what} is not JSON: {e}"))?;
+    let parked = status
+        .get("parked_credentials")
+        .ok_or_else(|| format!("{what} has no parked_credentials (a kmproxy too old to say)"))?;
+    serde_json::from_value(parked.clone())
+        .map(Some)
+        .map_err(|e| format!("{what} has unreadable parked_credentials: {e}"))
+}
+
+/// Why a running serve's `/status` could not be read.
+enum StatusError {
+    /// Nothing listens there: no serve is running with this config.
+    NotListening,
+    Broken(String),
+}
+
+/// `GET /status` on `addr`, its body (at most 1 MiB).
+async fn get_status(config: &Config, addr: SocketAddr) -> Result<bytes::Bytes, StatusError> {
+    use http_body_util::BodyExt as _;
+    let broken = |e: &dyn std::fmt::Display| StatusError::Broken(e.to_string());
+    let client = crate::upstream::client(&config.upstream).map_err(|e| broken(&e))?;
+    let origin = client.origin(&format!("http://{addr}")).map_err(|e| broken(&e))?;
+    let req = http::Request::get("/status")
+        .body(http_body_util::Full::default())
+        .map_err(|e| broken(&e))?;
+    let res = match client.request(&origin, req).await {
+        Err(crate::upstream::Error::Refused { .. }) => return Err(StatusError::NotListening),
+        other => other.map_err(|e| broken(&e))?,
+    };
+    if !res.status().is_success() {
+        return Err(broken(&format!("answered HTTP {}", res.status().as_u16())));
+    }
+    let body = http_body_util::Limited::new(res.into_body(), 1 << 20).collect().await;
+    body.map(|b| b.to_bytes()).map_err(|e| broken(&e))
 }
 
 /// The redacted summary `check` prints.

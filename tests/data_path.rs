@@ -501,7 +501,11 @@ async fn upstream_unreachable_is_502_and_slow_is_504() {
 
 #[tokio::test]
 async fn session_error_in_json_or_xml_is_replayed_after_one_relogin() {
-    let env = Env::start().await;
+    // Two expiries in a row: no re-login spacing.
+    let env = Env::builder()
+        .config(|c| c.tokens.min_relogin_interval = std::time::Duration::ZERO)
+        .start()
+        .await;
     for accept in ["application/json", "application/xml"] {
         let a = env
             .get(

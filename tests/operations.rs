@@ -37,6 +37,8 @@ fn config_text(sim_url: &str, agent_password_file: &str) -> String {
         .server("default_principal", "public")
         .server("drain_timeout", "5s")
         .api_user("password", env("KMPROXY_TEST_API_PW"))
+        // These scenarios expire tokens back to back: no re-login spacing.
+        .tokens("min_relogin_interval", "0s")
         .principal("public", "anonymous")
         .user_principal("agent", "account", "okcsuser", file(agent_password_file))
         .caller("helpdesk", HELPDESK_KEY, "agent", &[])

@@ -2,7 +2,9 @@
 //! principal's tokens; if the upstream says the session expired, drop
 //! exactly the tokens that call used, log in again (shared with every
 //! concurrent caller) and send it once more, with the same body. A second
-//! session error in a row reaches the caller unchanged.
+//! session error in a row reaches the caller unchanged, and so does one
+//! that would re-login an identity within `min_relogin_interval` of its
+//! last session-error re-login.
 //!
 //! One [`exchange`] sends the call and reads just enough of the answer to
 //! tell an ordinary answer (streamed on untouched) from a session error:
@@ -110,13 +112,17 @@ pub async fn send(
             Outcome::Answer(res) => res,
             // A second session error in a row reaches the caller.
             Outcome::SessionExpired(res) if info.replayed => res,
-            Outcome::SessionExpired(_) => {
-                let name = &live.config.principals[principal].name;
-                tracing::info!(principal = %name, "session expired upstream; logging in again and replaying");
-                live.tokens.invalidate(principal, &creds).await;
-                metrics.replays.inc();
-                info.replayed = true;
-                continue;
+            Outcome::SessionExpired(res) => {
+                if !live.tokens.invalidate(principal, &creds).await {
+                    // Within `min_relogin_interval` of the last re-login.
+                    res
+                } else {
+                    let name = &live.config.principals[principal].name;
+                    tracing::info!(principal = %name, "session expired upstream; logging in again and replaying");
+                    metrics.replays.inc();
+                    info.replayed = true;
+                    continue;
+                }
             }
         };
         headers::strip_hop_by_hop(res.headers_mut());

@@ -35,44 +35,163 @@
 //!   Redis, then a published invalidation that makes every replica drop
 //!   (and supersede) its copy of that token. Serials must then be unique
 //!   across the fleet, e.g. drawn from Redis or derived from the token.
+//! - [`remove_for_relogin`](LocalStore::remove_for_relogin): the same
+//!   compare-and-delete, let through only if the credential's re-login
+//!   slot is free (`SET NX PX min_relogin_interval` on its key), so the
+//!   interval is fleet-wide.
 //! - The verdicts ([`check`](LocalStore::check) … [`reset`](LocalStore::reset)):
-//!   read from and written to Redis per key, written before the login's
-//!   lease is released (so the next holder sees a rejection), resets
-//!   published to every replica; [`login_status`](LocalStore::login_status)
-//!   and [`parked`](LocalStore::parked) report the local view.
+//!   read from and written to Redis per [`CredentialKey`] (its hex under
+//!   `key_prefix`), written before the login's lease is released (so the
+//!   next holder sees a rejection or an unanswered attempt), resets
+//!   published to every replica; [`login_status`](LocalStore::login_status),
+//!   [`is_parked`](LocalStore::is_parked) and [`Verdicts::parked`] report
+//!   the local view.
 //!
 //! # Verdict keys
 //!
-//! Verdicts are keyed by [`VerdictKey`], today the login identity, and a
-//! reload hands gates over by identity ([`super::carry`]). The hardening
-//! issue keys them by credential (site, user kind, user, password
-//! fingerprint) instead: `VerdictKey` becomes that type, `Inner::verdict_key`
-//! derives it from the config, `Verdicts` becomes a map that outlives a
-//! reload, and the token half of the seam stays as it is.
+//! Verdicts are keyed by [`CredentialKey`], a keyed hash of the credential
+//! (site, user kind, user, password; see [`super::credential`]), never by a
+//! principal's name: renaming a principal, changing `api_version`, two
+//! principals for one user, or a reload back to an old password all meet
+//! the verdict that credential already has. The [`Verdicts`] table is made
+//! once per process and handed from store to store on reload. In fleet mode
+//! the key is derived from a fleet-wide secret, so every replica files one
+//! credential under one Redis key, and the password never reaches Redis.
 
+use std::collections::HashMap;
 use std::future::{ready, Future};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use moka::future::Cache;
 use moka::ops::compute::{CompResult, Op};
 use moka::Expiry;
 
+use super::credential::{Credential, CredentialKey, Fingerprints};
 use super::gate::{Closed, Gate, GateStatus};
-use super::identity::{Identity, PerIdentity};
+use super::identity::Identity;
 use super::{Token, TokenError};
 
 /// Whose lockout verdict a login consults and records.
-pub type VerdictKey = Identity;
+pub type VerdictKey = CredentialKey;
 
 /// This process's tokens and login verdicts.
 pub struct LocalStore {
     /// Each entry expires when its token's lifetime ends.
     tokens: Cache<Identity, Arc<Token>>,
-    /// The login gate per verdict key; a gate may be shared with the store
-    /// this one replaced on reload, so a parked login stays parked.
-    verdicts: PerIdentity<Arc<Gate>>,
+    /// Every credential's verdict, shared with the stores this one
+    /// replaced and will be replaced by.
+    verdicts: Arc<Verdicts>,
+}
+
+/// Every credential's lockout verdict this process has met, kept across
+/// reloads (a credential no longer configured keeps a parked verdict, so
+/// a reload back to it does not try it again).
+pub struct Verdicts {
+    fingerprints: Fingerprints,
+    /// The lock is never held across an await, and taken only on the
+    /// login path (never by a call served from prepared credentials).
+    table: Mutex<HashMap<CredentialKey, Arc<Verdict>>>,
+}
+
+/// One credential's verdict, with what reports may say about it.
+struct Verdict {
+    gate: Gate,
+    /// Shown by `/status` while parked, for `check --login` to match.
+    published: String,
+    /// User kind and user name.
+    label: (&'static str, String),
+}
+
+/// A parked credential as `/status` reports it: no password, no key.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ParkedCredential {
+    /// `api_user`, `account` or `contact`.
+    pub kind: String,
+    pub user: String,
+    /// See [`super::credential`]: `v1:<salt>:<mac>`.
+    pub fingerprint: String,
+    pub reason: String,
+}
+
+impl Verdicts {
+    /// An empty table with this process's fingerprint key.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            fingerprints: Fingerprints::random(),
+            table: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CredentialKey, Arc<Verdict>>> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The key of `c`, with an open verdict filed under it if it had none.
+    pub fn register(&self, c: &Credential<'_>) -> CredentialKey {
+        let key = self.fingerprints.key(c);
+        self.lock().entry(key).or_insert_with(|| {
+            Arc::new(Verdict {
+                gate: Gate::default(),
+                published: self.fingerprints.published(c),
+                label: c.label(),
+            })
+        });
+        key
+    }
+
+    /// The verdict filed under `key` (an open one if none was: every key
+    /// in use was registered when its store was built).
+    fn get(&self, key: &CredentialKey) -> Arc<Verdict> {
+        let mut table = self.lock();
+        let entry = table.entry(*key).or_insert_with(|| {
+            Arc::new(Verdict {
+                gate: Gate::default(),
+                published: String::new(),
+                label: ("unknown", String::new()),
+            })
+        });
+        Arc::clone(entry)
+    }
+
+    /// Forgets the verdicts that are neither parked nor in `keep`: a
+    /// reload leaves behind only what must never be tried again.
+    pub fn retain(&self, keep: &[CredentialKey]) {
+        self.lock().retain(|k, v| v.gate.is_parked() || keep.contains(k));
+    }
+
+    /// Every parked credential, configured or not.
+    pub fn parked(&self) -> Vec<ParkedCredential> {
+        let now = Instant::now();
+        let mut out: Vec<_> = self
+            .lock()
+            .values()
+            .filter_map(|v| {
+                let reason = v.gate.status(now).parked?;
+                Some(ParkedCredential {
+                    kind: v.label.0.to_owned(),
+                    user: v.label.1.clone(),
+                    fingerprint: v.published.clone(),
+                    reason,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.kind, &a.user, &a.fingerprint).cmp(&(&b.kind, &b.user, &b.fingerprint)));
+        out
+    }
+}
+
+/// What a session error did to the token it blamed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Dropped {
+    /// Dropped: the next call logs in again.
+    Removed,
+    /// Already replaced or dropped by another call: use the newer one.
+    AlreadyReplaced,
+    /// Kept: its identity had a session-error re-login within
+    /// `min_relogin_interval`.
+    Refused,
 }
 
 /// Expires each cache entry when its token's lifetime ends.
@@ -89,19 +208,17 @@ impl Expiry<Identity, Arc<Token>> for AtLifetimeEnd {
 }
 
 impl LocalStore {
-    /// No tokens and open gates, for `principals` principals and the API user.
-    pub fn new(principals: usize) -> Self {
+    /// No tokens; verdicts from `verdicts`.
+    pub fn new(verdicts: Arc<Verdicts>) -> Self {
         Self {
             tokens: Cache::builder().expire_after(AtLifetimeEnd).build(),
-            verdicts: PerIdentity::new(principals, |_| Arc::new(Gate::default())),
+            verdicts,
         }
     }
 
-    /// Takes over the verdict `old` keeps under `from`, as `to`: a reload
-    /// hands verdicts over by identity ([`super::carry`]), which verdicts
-    /// keyed by credential will no longer need.
-    pub fn adopt_verdict(&mut self, to: VerdictKey, old: &LocalStore, from: VerdictKey) {
-        self.verdicts[to] = Arc::clone(&old.verdicts[from]);
+    /// The verdict table, for the store that replaces this one.
+    pub fn verdicts(&self) -> &Arc<Verdicts> {
+        &self.verdicts
     }
 
     /// The token held for `who`, if any (it may have been superseded).
@@ -137,6 +254,40 @@ impl LocalStore {
         matches!(result, CompResult::Removed(_))
     }
 
+    /// After a session error: drops the token of `who` if it still is token
+    /// `serial` and `key` may have a session-error re-login now (at most one
+    /// per `interval`; the check and the drop are one step, so concurrent
+    /// callers blaming the same token cannot both be refused or both claim).
+    pub async fn remove_for_relogin(
+        &self,
+        who: Identity,
+        serial: u64,
+        key: Option<VerdictKey>,
+        interval: Duration,
+    ) -> Dropped {
+        let verdict = key.map(|k| self.verdicts.get(&k));
+        let mut dropped = Dropped::AlreadyReplaced;
+        self.tokens
+            .entry(who)
+            .and_compute_with(|entry| {
+                ready(match entry {
+                    Some(e) if e.value().serial == serial => {
+                        if verdict.is_none_or(|v| v.gate.claim_relogin(Instant::now(), interval)) {
+                            e.value().superseded.store(true, Ordering::Release);
+                            dropped = Dropped::Removed;
+                            Op::Remove
+                        } else {
+                            dropped = Dropped::Refused;
+                            Op::Nop
+                        }
+                    }
+                    _ => Op::Nop,
+                })
+            })
+            .await;
+        dropped
+    }
+
     /// Applies `then` to the entry of `who` if it holds token `serial`,
     /// marking that token superseded; else leaves the entry alone.
     async fn compute_if_same(
@@ -167,36 +318,43 @@ impl LocalStore {
 
     /// Whether a login under `key` may be attempted at `now`.
     pub async fn check(&self, key: VerdictKey, now: Instant) -> Result<(), Closed> {
-        self.verdicts[key].check(now)
+        self.verdicts.get(&key).gate.check(now)
     }
 
     /// Records a successful login under `key`.
     pub async fn succeeded(&self, key: VerdictKey) {
-        self.verdicts[key].succeeded();
+        self.verdicts.get(&key).gate.succeeded();
     }
 
     /// Records a rejected login under `key`: parked from now on.
     pub async fn rejected(&self, key: VerdictKey, reason: String) {
-        self.verdicts[key].rejected(reason);
+        self.verdicts.get(&key).gate.rejected(reason);
     }
 
-    /// Records a transient failure under `key`; returns the backoff now in force.
-    pub async fn failed(&self, key: VerdictKey, reason: String, now: Instant) -> Duration {
-        self.verdicts[key].failed(reason, now)
+    /// Records a transient failure under `key`; returns the backoff now in
+    /// force (never shorter than `at_least`, the upstream's `Retry-After`).
+    pub async fn failed(&self, key: VerdictKey, reason: String, now: Instant, at_least: Duration) -> Duration {
+        self.verdicts.get(&key).gate.failed(reason, now, at_least)
+    }
+
+    /// Records a login under `key` whose answer never came; returns the
+    /// backoff in force, or the reason `key` is now parked.
+    pub async fn unanswered(&self, key: VerdictKey, reason: String, now: Instant) -> Result<Duration, String> {
+        self.verdicts.get(&key).gate.unanswered(reason, now)
     }
 
     /// Un-parks `key` and clears its backoff (an operator's reset).
     pub async fn reset(&self, key: VerdictKey) {
-        self.verdicts[key].reset();
+        self.verdicts.get(&key).gate.reset();
     }
 
     /// The login history and lockout state under `key`.
     pub fn login_status(&self, key: VerdictKey, now: Instant) -> GateStatus {
-        self.verdicts[key].status(now)
+        self.verdicts.get(&key).gate.status(now)
     }
 
-    /// How many verdict keys are parked.
-    pub fn parked(&self) -> usize {
-        self.verdicts.iter().filter(|g| g.is_parked()).count()
+    /// Whether `key` is parked.
+    pub fn is_parked(&self, key: VerdictKey) -> bool {
+        self.verdicts.get(&key).gate.is_parked()
     }
 }

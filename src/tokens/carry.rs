@@ -1,22 +1,20 @@
-//! What a reload keeps: from the old config and the new one, which
-//! identities keep their login gate (lockout state), which keep their
-//! token, and which start afresh. A pure function of the two configs;
-//! [`TokenStore::succeed`](super::TokenStore::succeed) applies it.
+//! What a reload keeps of the old store's tokens: a pure function of the
+//! old config and the new one; [`TokenStore::succeed`](super::TokenStore::succeed)
+//! applies it. (Lockout verdicts need no carrying: they are kept by
+//! credential in a table every store of the process shares.)
 //!
-//! An identity keeps its gate (a parked login stays parked) while its own
-//! credentials and the site are unchanged; it keeps its token only if the
-//! API user's are unchanged too, since a user token is tied to the
-//! integration token it was issued with.
+//! A user identity keeps its token while its credential (user kind, user,
+//! password), the site and the API user are unchanged, whatever its
+//! principal is now called: a user token is tied to the integration token
+//! it was issued with.
 
-use crate::config::{Config, PrincipalId, PrincipalKind};
+use crate::config::{Config, PrincipalKind};
 
 use super::identity::Identity;
 
 /// What moves from the old store to the new one.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Carry {
-    /// `(old, new)`: the new identity takes over the old one's gate.
-    pub gates: Vec<(Identity, Identity)>,
     /// `(old, new)`: the new identity takes over the old one's token.
     pub tokens: Vec<(Identity, Identity)>,
     /// Names of the identities that start afresh (`api_user` for the API
@@ -26,33 +24,27 @@ pub struct Carry {
 
 /// What a reload from `old` to `new` keeps.
 pub fn carry(old: &Config, new: &Config) -> Carry {
-    let same_site = same_site(old, new);
-    let same_api_user = same_site && same_api_user(old, new);
+    let same_api_user = same_site(old, new) && same_api_user(old, new);
     let mut carry = Carry::default();
     if same_api_user {
-        carry.gates.push((Identity::ApiUser, Identity::ApiUser));
         carry.tokens.push((Identity::ApiUser, Identity::ApiUser));
     } else {
         carry.restarted.push("api_user".to_owned());
     }
     for (p, principal) in new.principals.iter().enumerate() {
-        if !matches!(principal.kind, PrincipalKind::User { .. }) {
-            continue;
+        let to = Identity::of(new, p);
+        if to != Identity::User(p) {
+            continue; // not a user, or shares the identity of an earlier principal
         }
-        match same_user(old, &principal.name, &principal.kind) {
-            Some(q) if same_site => {
-                carry.gates.push((Identity::User(q), Identity::User(p)));
-                if same_api_user {
-                    carry.tokens.push((Identity::User(q), Identity::User(p)));
-                }
-            }
+        match same_user(old, &principal.kind) {
+            Some(from) if same_api_user => carry.tokens.push((from, to)),
             _ => carry.restarted.push(principal.name.clone()),
         }
     }
     carry
 }
 
-/// Logins go to the same site, so lockout state still applies.
+/// Logins go to the same site, the same way.
 fn same_site(old: &Config, new: &Config) -> bool {
     let (a, b) = (&old.upstream, &new.upstream);
     a.base_url == b.base_url && a.site_name == b.site_name && a.api_version == b.api_version
@@ -62,8 +54,8 @@ fn same_api_user(old: &Config, new: &Config) -> bool {
     old.api_user.login == new.api_user.login && old.api_user.password.same_value(&new.api_user.password)
 }
 
-/// The principal of `old` named `name` with the same user credentials as `kind`.
-fn same_user(old: &Config, name: &str, kind: &PrincipalKind) -> Option<PrincipalId> {
+/// The identity of `old` that logs in with the user credential of `kind`.
+fn same_user(old: &Config, kind: &PrincipalKind) -> Option<Identity> {
     let PrincipalKind::User {
         external_type,
         user,
@@ -72,10 +64,11 @@ fn same_user(old: &Config, name: &str, kind: &PrincipalKind) -> Option<Principal
     else {
         return None;
     };
-    old.principal_id(name).filter(|&q| {
-        matches!(&old.principals[q].kind, PrincipalKind::User { external_type: t, user: u, password: pw }
+    let q = old.principals.iter().position(|q| {
+        matches!(&q.kind, PrincipalKind::User { external_type: t, user: u, password: pw }
             if t == external_type && u == user && pw.same_value(password))
-    })
+    })?;
+    Some(Identity::of(old, q))
 }
 
 #[cfg(test)]
@@ -141,21 +134,29 @@ mod tests {
 
     #[test]
     fn an_unchanged_config_keeps_everything() {
-        let all = pairs(&[ApiUser, User(1), User(2)]);
         let expected = Carry {
-            gates: all.clone(),
-            tokens: all,
+            tokens: pairs(&[ApiUser, User(1), User(2)]),
             restarted: vec![],
         };
         assert_eq!(reloaded(|_| {}), expected);
     }
 
     #[test]
-    fn a_renamed_principal_restarts() {
+    fn a_renamed_principal_keeps_its_token() {
         let c = reloaded(|c| c.principals[1].name = "agent2".into());
-        assert_eq!(c.gates, pairs(&[ApiUser, User(2)]));
-        assert_eq!(c.tokens, pairs(&[ApiUser, User(2)]));
-        assert_eq!(c.restarted, ["agent2"]);
+        assert_eq!(c.tokens, pairs(&[ApiUser, User(1), User(2)]));
+        assert_eq!(c.restarted, Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_second_principal_for_one_user_shares_the_first_ones_token() {
+        let c = reloaded(|c| {
+            let mut twin = c.principals[1].clone();
+            twin.name = "agent-twin".into();
+            c.principals.push(twin);
+        });
+        assert_eq!(c.tokens, pairs(&[ApiUser, User(1), User(2)]), "no slot of its own");
+        assert_eq!(c.restarted, Vec::<String>::new());
     }
 
     #[test]
@@ -167,23 +168,21 @@ mod tests {
         ];
         for change in changes {
             let c = reloaded(change);
-            assert_eq!(c.gates, pairs(&[ApiUser, User(2)]));
             assert_eq!(c.tokens, pairs(&[ApiUser, User(2)]));
             assert_eq!(c.restarted, ["agent"]);
         }
     }
 
     #[test]
-    fn a_changed_api_user_keeps_the_user_gates_but_no_token() {
+    fn a_changed_api_user_keeps_no_token() {
         let changes: [fn(&mut Config); 2] = [
             |c| c.api_user.password = Secret::literal("apipass2"),
             |c| c.api_user.login = "apiuser2".into(),
         ];
         for change in changes {
             let c = reloaded(change);
-            assert_eq!(c.gates, pairs(&[User(1), User(2)]));
             assert_eq!(c.tokens, Vec::new());
-            assert_eq!(c.restarted, ["api_user"]);
+            assert_eq!(c.restarted, ["api_user", "agent", "web"]);
         }
     }
 
@@ -196,7 +195,7 @@ mod tests {
         ];
         for change in changes {
             let c = reloaded(change);
-            assert_eq!((c.gates, c.tokens), (vec![], vec![]));
+            assert_eq!(c.tokens, vec![]);
             assert_eq!(c.restarted, ["api_user", "agent", "web"]);
         }
     }
@@ -207,12 +206,11 @@ mod tests {
             c.principals.remove(0);
         });
         let moved = vec![(ApiUser, ApiUser), (User(1), User(0)), (User(2), User(1))];
-        assert_eq!(c.gates, moved);
         assert_eq!(c.tokens, moved);
         assert_eq!(c.restarted, Vec::<String>::new());
         let c = reloaded(|c| {
             c.principals.remove(1);
         });
-        assert_eq!(c.gates, [(ApiUser, ApiUser), (User(2), User(1))]);
+        assert_eq!(c.tokens, [(ApiUser, ApiUser), (User(2), User(1))]);
     }
 }

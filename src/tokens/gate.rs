@@ -1,10 +1,15 @@
-//! Lockout safety for one login identity (the API user, or one user
-//! principal): whether a login may be attempted now, and its history.
+//! Lockout safety for one credential (site, user kind, user, password):
+//! whether a login may be attempted now, and its history.
 //!
-//! A rejected login (4xx) parks the identity: no further attempt with that
-//! password until an operator resets it or the secret changes. A transient
-//! failure backs off exponentially (1 s doubling up to 5 min, with jitter).
-//! The state sits behind a `std` mutex that is never held across an await.
+//! A rejected login (4xx other than 408 and 429) parks the credential: no
+//! further attempt with that password until an operator resets it (a new
+//! secret is another credential, with a gate of its own). A login whose
+//! answer never came may have been rejected: after [`MAX_UNANSWERED`] of
+//! them in a row the credential parks as "outcome unknown". A transient
+//! failure backs off exponentially (1 s doubling up to 5 min, with jitter),
+//! and never less than the upstream's `Retry-After`. The gate also spaces
+//! session-error re-logins (`min_relogin_interval`). The state sits behind
+//! a `std` mutex that is never held across an await.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -13,6 +18,12 @@ use std::time::{Duration, Instant, SystemTime};
 pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// Longest backoff.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// Logins without an answer (timeout, reset) tried with one password
+/// before it parks: any of them may have been a rejection, and B2C locks
+/// an account after 5.
+pub const MAX_UNANSWERED: u32 = 3;
+/// Longest `Retry-After` honoured (a larger one is read as this).
+pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(3600);
 
 /// Why a login may not be attempted now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +40,8 @@ pub struct GateStatus {
     pub parked: Option<String>,
     pub backoff_remaining_secs: Option<f64>,
     pub consecutive_failures: u32,
+    /// Logins in a row whose answer never came (parks at [`MAX_UNANSWERED`]).
+    pub unanswered_logins: u32,
     pub logins_ok: u64,
     pub logins_rejected: u64,
     pub logins_failed: u64,
@@ -42,6 +55,10 @@ struct State {
     parked: Option<String>,
     retry_at: Option<Instant>,
     failures: u32,
+    /// Logins in a row without an answer, since the last success or reset.
+    unanswered: u32,
+    /// When the last session-error re-login was let through.
+    relogin_at: Option<Instant>,
     ok: u64,
     rejected: u64,
     failed: u64,
@@ -49,7 +66,18 @@ struct State {
     last_login: Option<SystemTime>,
 }
 
-/// The gate in front of one identity's logins.
+impl State {
+    fn fail(&mut self, reason: String, now: Instant, at_least: Duration) -> Duration {
+        self.failed += 1;
+        self.failures = self.failures.saturating_add(1);
+        self.last_error = Some(reason);
+        let wait = backoff(self.failures).max(at_least.min(RETRY_AFTER_MAX));
+        self.retry_at = now.checked_add(wait);
+        wait
+    }
+}
+
+/// The gate in front of one credential's logins.
 #[derive(Debug, Default)]
 pub struct Gate {
     state: Mutex<State>,
@@ -79,6 +107,7 @@ impl Gate {
         let mut s = self.lock();
         s.ok += 1;
         s.failures = 0;
+        s.unanswered = 0;
         s.retry_at = None;
         s.last_error = None;
         s.last_login = Some(SystemTime::now());
@@ -92,15 +121,42 @@ impl Gate {
         s.parked = Some(reason);
     }
 
-    /// Records a transient failure; returns the backoff now in force.
-    pub fn failed(&self, reason: String, now: Instant) -> Duration {
+    /// Records a transient failure; returns the backoff now in force: the
+    /// exponential one, or `at_least` (the upstream's `Retry-After`, capped
+    /// at [`RETRY_AFTER_MAX`]) if longer.
+    pub fn failed(&self, reason: String, now: Instant, at_least: Duration) -> Duration {
+        self.lock().fail(reason, now, at_least)
+    }
+
+    /// Records a login whose answer never came: a transient failure, until
+    /// the [`MAX_UNANSWERED`]th in a row parks the credential. Returns the
+    /// backoff in force, or the reason it is parked.
+    pub fn unanswered(&self, reason: String, now: Instant) -> Result<Duration, String> {
         let mut s = self.lock();
-        s.failed += 1;
-        s.failures = s.failures.saturating_add(1);
-        s.last_error = Some(reason);
-        let wait = backoff(s.failures);
-        s.retry_at = Some(now + wait);
-        wait
+        s.unanswered = s.unanswered.saturating_add(1);
+        let wait = s.fail(reason.clone(), now, Duration::ZERO);
+        if s.unanswered < MAX_UNANSWERED {
+            return Ok(wait);
+        }
+        let parked = format!(
+            "outcome unknown: {} logins in a row got no answer, any of them may have been rejected (last: {reason})",
+            s.unanswered
+        );
+        s.parked = Some(parked.clone());
+        Err(parked)
+    }
+
+    /// Lets one session-error re-login through per `interval`: true (and
+    /// the time recorded) if none was let through in the last `interval`.
+    pub fn claim_relogin(&self, now: Instant, interval: Duration) -> bool {
+        let mut s = self.lock();
+        match s.relogin_at {
+            Some(at) if now.saturating_duration_since(at) < interval => false,
+            _ => {
+                s.relogin_at = Some(now);
+                true
+            }
+        }
     }
 
     /// Un-parks and clears any backoff (operator reset, or a new secret).
@@ -109,6 +165,7 @@ impl Gate {
         s.parked = None;
         s.retry_at = None;
         s.failures = 0;
+        s.unanswered = 0;
     }
 
     /// True while parked.
@@ -123,6 +180,7 @@ impl Gate {
             parked: s.parked.clone(),
             backoff_remaining_secs: s.retry_at.filter(|at| *at > now).map(|at| (at - now).as_secs_f64()),
             consecutive_failures: s.failures,
+            unanswered_logins: s.unanswered,
             logins_ok: s.ok,
             logins_rejected: s.rejected,
             logins_failed: s.failed,
@@ -169,10 +227,53 @@ mod tests {
     fn backoff_blocks_then_opens() {
         let g = Gate::default();
         let now = Instant::now();
-        let wait = g.failed("503".into(), now);
+        let wait = g.failed("503".into(), now, Duration::ZERO);
         assert!(matches!(g.check(now), Err(Closed::Backoff(_))));
         assert!(g.check(now + wait).is_ok());
         g.succeeded();
         assert_eq!(g.status(now).consecutive_failures, 0);
+    }
+
+    #[test]
+    fn retry_after_is_a_floor_and_is_capped() {
+        let g = Gate::default();
+        let now = Instant::now();
+        assert_eq!(
+            g.failed("429".into(), now, Duration::from_secs(7)),
+            Duration::from_secs(7)
+        );
+        assert!(matches!(g.check(now + Duration::from_secs(6)), Err(Closed::Backoff(_))));
+        assert!(g.check(now + Duration::from_secs(7)).is_ok());
+        let huge = g.failed("429".into(), now, Duration::from_secs(u64::MAX));
+        assert_eq!(huge, RETRY_AFTER_MAX);
+    }
+
+    #[test]
+    fn the_third_unanswered_login_in_a_row_parks() {
+        let g = Gate::default();
+        let now = Instant::now();
+        assert!(g.unanswered("timed out".into(), now).is_ok());
+        g.succeeded(); // an answer proves the password: the count restarts
+        assert!(g.unanswered("timed out".into(), now).is_ok());
+        assert!(g.unanswered("reset".into(), now).is_ok());
+        let parked = g.unanswered("timed out".into(), now).expect_err("parked");
+        assert!(parked.starts_with("outcome unknown"), "{parked}");
+        assert_eq!(g.check(now + BACKOFF_MAX), Err(Closed::Parked(parked)));
+        g.reset();
+        assert!(g.check(now).is_ok());
+        assert!(
+            g.unanswered("timed out".into(), now).is_ok(),
+            "a reset restarts the count"
+        );
+    }
+
+    #[test]
+    fn one_relogin_per_interval() {
+        let g = Gate::default();
+        let (now, interval) = (Instant::now(), Duration::from_secs(10));
+        assert!(g.claim_relogin(now, interval));
+        assert!(!g.claim_relogin(now + Duration::from_secs(9), interval));
+        assert!(g.claim_relogin(now + interval, interval));
+        assert!(g.claim_relogin(now + interval, Duration::ZERO), "zero: no limit");
     }
 }

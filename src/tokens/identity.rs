@@ -1,6 +1,8 @@
 //! Who a token and a login belong to: the API user (the integration token
-//! every principal carries) or one user principal (its user token), and
-//! [`PerIdentity`], the table that holds one value for each.
+//! every principal carries) or one user credential (its user token), and
+//! [`PerIdentity`], the table that holds one value for each. Principals
+//! that log in as the same user with the same password share one identity,
+//! so one login and one token.
 
 use std::ops::{Index, IndexMut};
 
@@ -12,19 +14,30 @@ use crate::config::{Config, PrincipalId, PrincipalKind};
 pub enum Identity {
     /// The API user: the integration token, shared by every principal.
     ApiUser,
-    /// A console or web user principal: its user token.
+    /// A console or web user: its user token. The principal named is the
+    /// first one in the config with this credential.
     User(PrincipalId),
 }
 
 impl Identity {
-    /// The identity principal `p` logs in as: its own for a user
-    /// principal, the API user's for one that carries only the
+    /// The identity principal `p` logs in as: for a user principal, that
+    /// of the first principal with the same user kind, user and password
+    /// (itself, usually); the API user's for one that carries only the
     /// integration token (anonymous, bearer).
     pub fn of(config: &Config, p: PrincipalId) -> Self {
-        match config.principals[p].kind {
-            PrincipalKind::User { .. } => Identity::User(p),
-            PrincipalKind::Anonymous | PrincipalKind::Bearer => Identity::ApiUser,
-        }
+        let PrincipalKind::User {
+            external_type,
+            user,
+            password,
+        } = &config.principals[p].kind
+        else {
+            return Identity::ApiUser;
+        };
+        let same = |q: &crate::config::Principal| {
+            matches!(&q.kind, PrincipalKind::User { external_type: t, user: u, password: pw }
+                if t == external_type && u == user && pw.same_value(password))
+        };
+        Identity::User(config.principals[..p].iter().position(same).unwrap_or(p))
     }
 
     /// Its slot in a [`PerIdentity`] table: the only place that maps
@@ -82,5 +95,22 @@ mod tests {
         );
         assert_eq!(t[Identity::User(1)], Identity::User(1));
         assert_eq!(t[Identity::ApiUser], Identity::ApiUser);
+    }
+
+    #[test]
+    fn principals_with_one_credential_share_an_identity() {
+        use crate::config::sample::ConfigToml;
+        let config = ConfigToml::new("http://127.0.0.1:9")
+            .principal("public", "anonymous")
+            .user_principal("agent", "account", "okcsuser", "Password1")
+            .user_principal("agent2", "account", "okcsuser", "Password1")
+            .user_principal("agent3", "account", "okcsuser", "Other")
+            .user_principal("web", "contact", "okcsuser", "Password1")
+            .caller("helpdesk", "k", "agent", &[])
+            .parse()
+            .expect("valid");
+        let ids: Vec<_> = (0..5).map(|p| Identity::of(&config, p)).collect();
+        use Identity::{ApiUser, User};
+        assert_eq!(ids, [ApiUser, User(1), User(1), User(3), User(4)]);
     }
 }

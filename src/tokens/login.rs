@@ -1,22 +1,28 @@
 //! The two upstream login calls: the API user's (→ integration token) and a
 //! console or web user's (→ user token), and how their answers are read.
 //!
-//! A 4xx answer is a rejection ([`LoginError::Rejected`]), never retried
-//! with the same password by the caller of these functions; a user login
-//! answered with a session error means the integration token it carried is
-//! stale ([`LoginError::StaleIntegration`]).
+//! Each outcome is classified once, here, by what it says about the
+//! password: a 4xx answer other than 408 and 429 is a rejection
+//! ([`LoginError::Rejected`]), never retried with the same password by the
+//! caller of these functions; 408 and 429 are the upstream asking to wait
+//! ([`LoginError::Throttled`], with its `Retry-After`); a login sent whose
+//! answer never came may have been a rejection ([`LoginError::Timeout`],
+//! [`LoginError::Unanswered`]); one that was never sent, or answered 5xx,
+//! says nothing about the password ([`LoginError::Transient`]). A user
+//! login answered with a session error means the integration token it
+//! carried is stale ([`LoginError::StaleIntegration`]).
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request};
+use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use secrecy::SecretString;
 
 use crate::config::{Config, ExternalType};
 use crate::kmauthtoken::{Defaults, Prefix};
 use crate::session_error;
-use crate::upstream::{HttpClient, Origin};
+use crate::upstream::{self, HttpClient, Origin};
 
 /// Largest login answer read.
 const MAX_ANSWER: usize = 64 * 1024;
@@ -30,12 +36,21 @@ pub enum LoginError {
     /// A user login was refused because the integration token is stale.
     #[error("the integration token was refused")]
     StaleIntegration,
-    /// Network failure, 5xx or an unreadable answer: worth trying later.
+    /// Not sent (no connection), 5xx, or an answer that says nothing
+    /// about the password: worth trying later.
     #[error("{0}")]
     Transient(String),
-    /// No answer within `upstream.timeout`.
+    /// 408 or 429: the upstream asks to wait, at least `retry_after` if given.
+    #[error("upstream answered HTTP {status}{}", retry_after.map(|d| format!(" (Retry-After {}s)", d.as_secs())).unwrap_or_default())]
+    Throttled { status: u16, retry_after: Option<Duration> },
+    /// Sent, and no answer within `upstream.timeout`: it may have been
+    /// a rejection.
     #[error("login timed out after {0:?}")]
     Timeout(Duration),
+    /// Sent, and the connection ended before the answer came: it may have
+    /// been a rejection.
+    #[error("{0}")]
+    Unanswered(String),
 }
 
 /// Logs the API user in; returns the integration token.
@@ -173,44 +188,133 @@ async fn exchange(
     session_codes: &[String],
 ) -> Result<Bytes, LoginError> {
     let work = async {
-        let res = client.request(origin, req).await.map_err(|e| {
-            if let crate::upstream::Error::ConnectTimeout { after, .. } = e {
-                LoginError::Timeout(after)
-            } else {
-                LoginError::Transient(format!("upstream unreachable: {e}"))
-            }
-        })?;
-        let status = res.status();
-        let body = Limited::new(res.into_body(), MAX_ANSWER)
-            .collect()
-            .await
-            .map_err(|e| LoginError::Transient(format!("login answer unreadable: {e}")))?
-            .to_bytes();
-        if status.is_success() {
-            Ok(body)
-        } else if status.is_client_error() {
-            let code = session_error::error_code(&body).unwrap_or(std::borrow::Cow::Borrowed("no errorCode"));
-            if session_codes.iter().any(|p| code.starts_with(p.as_str())) {
-                Err(LoginError::StaleIntegration)
-            } else {
-                Err(LoginError::Rejected(format!("HTTP {} {code}", status.as_u16())))
-            }
-        } else {
-            Err(LoginError::Transient(format!(
-                "upstream answered HTTP {}",
-                status.as_u16()
-            )))
-        }
+        let res = client.request(origin, req).await.map_err(unsent_or_unanswered)?;
+        let (head, body) = res.into_parts();
+        let body = Limited::new(body, MAX_ANSWER).collect().await.map(|b| b.to_bytes());
+        judge(
+            head.status,
+            &head.headers,
+            body.map_err(|e| e.to_string()),
+            session_codes,
+        )
     };
     tokio::time::timeout(timeout, work)
         .await
         .unwrap_or(Err(LoginError::Timeout(timeout)))
 }
 
+/// A login the client could not exchange: never sent (no connection:
+/// nothing learnt about the password), or sent and cut off.
+fn unsent_or_unanswered(e: upstream::Error) -> LoginError {
+    use upstream::Error::*;
+    match e {
+        ConnectTimeout { .. } | Refused { .. } | Tls { .. } | Connect { .. } => {
+            LoginError::Transient(format!("upstream unreachable: {e}"))
+        }
+        Protocol { .. } | ClosedEarly { .. } | Timeout { .. } => LoginError::Unanswered(format!("no answer: {e}")),
+    }
+}
+
+/// What a login answer says: `body` is its (bounded) body, or why it could
+/// not be read. The status decides; the body only tells a rejection from a
+/// stale integration token.
+fn judge(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: Result<Bytes, String>,
+    session_codes: &[String],
+) -> Result<Bytes, LoginError> {
+    if status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS {
+        let retry_after = retry_after(headers, SystemTime::now());
+        return Err(LoginError::Throttled {
+            status: status.as_u16(),
+            retry_after,
+        });
+    }
+    if status.is_client_error() {
+        // Unreadable or not: a 4xx is about the login, never worth repeating.
+        let body = body.unwrap_or_default();
+        let code = session_error::error_code(&body).unwrap_or(std::borrow::Cow::Borrowed("no errorCode"));
+        if session_codes.iter().any(|p| code.starts_with(p.as_str())) {
+            return Err(LoginError::StaleIntegration);
+        }
+        return Err(LoginError::Rejected(format!("HTTP {} {code}", status.as_u16())));
+    }
+    if !status.is_success() {
+        return Err(LoginError::Transient(format!(
+            "upstream answered HTTP {}",
+            status.as_u16()
+        )));
+    }
+    body.map_err(|e| LoginError::Transient(format!("login answer unreadable: {e}")))
+}
+
+/// `Retry-After` as delta-seconds or an HTTP-date (RFC 9110 §10.2.3),
+/// relative to `now`; `None` if absent or unreadable.
+fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use secrecy::ExposeSecret;
+
+    fn judged(status: u16, headers: &[(&str, &str)], body: &str) -> Result<Bytes, LoginError> {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                v.parse().expect("value"),
+            );
+        }
+        let status = StatusCode::from_u16(status).expect("status");
+        judge(status, &h, Ok(Bytes::from(body.to_owned())), &["OK-SESSION".to_owned()])
+    }
+
+    #[test]
+    fn answers_are_classified_by_what_they_say_about_the_password() {
+        let session = r#"{"error":{"errorCode":"OK-SESSION0003"}}"#;
+        let auth = r#"{"error":{"errorCode":"OK-AUTH0001"}}"#;
+        assert!(judged(200, &[], "{}").is_ok());
+        assert!(matches!(judged(401, &[], auth), Err(LoginError::Rejected(r)) if r == "HTTP 401 OK-AUTH0001"));
+        assert!(matches!(judged(403, &[], "<html>"), Err(LoginError::Rejected(_))));
+        assert!(matches!(judged(401, &[], session), Err(LoginError::StaleIntegration)));
+        assert!(matches!(judged(503, &[], auth), Err(LoginError::Transient(_))));
+        for status in [408, 429] {
+            assert!(matches!(
+                judged(status, &[("retry-after", "7")], auth),
+                Err(LoginError::Throttled { status: s, retry_after: Some(d) }) if s == status && d == Duration::from_secs(7)
+            ));
+        }
+        assert!(matches!(
+            judged(429, &[], ""),
+            Err(LoginError::Throttled { retry_after: None, .. })
+        ));
+        // An unreadable 4xx is still a rejection.
+        let unreadable = judge(StatusCode::UNAUTHORIZED, &HeaderMap::new(), Err("reset".into()), &[]);
+        assert!(matches!(unreadable, Err(LoginError::Rejected(_))));
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let at = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::RETRY_AFTER, v.parse().expect("value"));
+            let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").expect("date");
+            retry_after(&h, now)
+        };
+        assert_eq!(at("120"), Some(Duration::from_secs(120)));
+        assert_eq!(at("Sun, 06 Nov 1994 08:50:37 GMT"), Some(Duration::from_secs(60)));
+        assert_eq!(at("Sun, 06 Nov 1994 08:40:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(at("soon"), None);
+        assert_eq!(retry_after(&HeaderMap::new(), SystemTime::now()), None);
+    }
 
     #[test]
     fn user_token_from_string_and_object_forms() {

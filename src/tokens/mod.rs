@@ -10,24 +10,34 @@
 //! `ArcSwap` load, a clock read and two atomic loads. A token the store
 //! drops or replaces is marked superseded, which sends the next call down
 //! the slow path. After a session error the caller drops exactly the
-//! tokens it used ([`TokenStore::invalidate`]), never a newer one.
+//! tokens it used ([`TokenStore::invalidate`]), never a newer one, and at
+//! most once per identity per `min_relogin_interval`.
+//!
+//! Lockout verdicts belong to credentials (site, user kind, user,
+//! password), kept in one table for the life of the process: no reload,
+//! rename or second principal for the same user tries a rejected password
+//! again. Principals that log in as the same user share one identity: one
+//! login, one token.
 //!
 //! # Layout
 //!
-//! - `identity`: [`Identity`] (the API user or one user principal), and the
+//! - `identity`: [`Identity`] (the API user or one user credential), and the
 //!   table with one slot per identity.
+//! - `credential`: what a verdict belongs to, and its keyed fingerprint.
 //! - `backend`: where tokens and login verdicts are kept, the seam a
 //!   shared store (fleet mode) fills; its doc says what that implements.
 //! - `obtain`: a live token for an identity: the held one, or one login
 //!   through the lockout gate.
 //! - `flight`: at most one login under way per identity, joined by all.
 //! - `renewal`: logging in again `refresh_before` a token's end.
-//! - `carry`: what a reload keeps (tokens, lockout state).
-//! - [`gate`]: one identity's lockout state (parked, backoff).
+//! - `carry`: which tokens a reload keeps.
+//! - [`gate`]: one credential's lockout state (parked, backoff, unanswered
+//!   logins, re-login spacing).
 //! - [`login`]: the two upstream login calls.
 
 mod backend;
 mod carry;
+mod credential;
 mod flight;
 pub mod gate;
 mod identity;
@@ -43,11 +53,13 @@ use arc_swap::ArcSwapOption;
 use http::HeaderValue;
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::config::{Config, PrincipalId, PrincipalKind};
+use crate::config::{Config, PrincipalId};
 use crate::kmauthtoken::{CallerFields, Defaults, Prefix};
 use crate::metrics::Metrics;
 use crate::upstream::{HttpClient, Origin, OriginError};
-use backend::{LocalStore, VerdictKey};
+pub use backend::ParkedCredential;
+use backend::{Dropped, LocalStore, VerdictKey, Verdicts};
+use credential::Credential;
 use flight::Flights;
 use gate::GateStatus;
 pub use identity::Identity;
@@ -128,11 +140,19 @@ impl Credentials {
 /// Why no credentials could be had for a principal.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TokenError {
+    /// Rejected, or "outcome unknown" after unanswered logins: never tried
+    /// again with this password.
     #[error(
-        "login for `{principal}` was rejected ({reason}); kmproxy will not try this password again: \
-         fix the secret and reload (SIGHUP), or POST /principals/{principal}/reset on the admin port"
+        "login for `{principal}` is parked ({reason}); kmproxy will not try this password again: \
+         fix the secret and reload (SIGHUP), or POST {reset} on the admin port"
     )]
-    Parked { principal: String, reason: String },
+    Parked {
+        principal: String,
+        reason: String,
+        /// The admin path that un-parks it (`/api-user/reset` or
+        /// `/principals/NAME/reset`).
+        reset: String,
+    },
     #[error("login for `{principal}` is backing off after failures; retry in {}s", retry_after.as_secs().max(1))]
     Backoff { principal: String, retry_after: Duration },
     #[error("login for `{principal}` failed: {reason}")]
@@ -154,6 +174,11 @@ struct Inner {
     origin: Origin,
     /// The tokens and login verdicts: the seam a shared store fills.
     store: LocalStore,
+    /// Per principal, the identity it logs in as ([`Identity::of`]).
+    login_of: Box<[Identity]>,
+    /// Per identity, the key its verdict is kept under (`None` for the
+    /// slot of a principal that is no user).
+    keys: PerIdentity<Option<VerdictKey>>,
     /// Per principal: the last prepared credentials, rebuilt when a token changes.
     prepared: Box<[ArcSwapOption<Credentials>]>,
     /// Metric label per identity.
@@ -170,10 +195,10 @@ struct Inner {
 }
 
 impl TokenStore {
-    /// A store for `config`, logging in through `client`.
+    /// A store for `config`, logging in through `client`, with a verdict
+    /// table of its own (a reload hands it on: [`TokenStore::succeed`]).
     pub fn new(config: Arc<Config>, client: HttpClient, metrics: Arc<Metrics>) -> Result<Self, OriginError> {
-        let store = LocalStore::new(config.principals.len());
-        Self::build(config, client, metrics, store)
+        Self::build(config, client, metrics, LocalStore::new(Verdicts::new()))
     }
 
     fn build(
@@ -194,8 +219,13 @@ impl TokenStore {
                 Identity::User(p) => config.principals[p].name.clone(),
             })
         });
+        let keys = PerIdentity::new(n, |who| {
+            Credential::of(&config, who).map(|c| store.verdicts().register(&c))
+        });
         Ok(Self {
             inner: Arc::new(Inner {
+                login_of: (0..n).map(|p| Identity::of(&config, p)).collect(),
+                keys,
                 store,
                 prepared: (0..n).map(|_| ArcSwapOption::empty()).collect(),
                 flights: Flights::new(n),
@@ -211,12 +241,12 @@ impl TokenStore {
         })
     }
 
-    /// A store for a reloaded `config` that keeps, from `old`, the tokens
-    /// and login gates of every identity whose credentials did not change
-    /// (so a parked login stays parked unless its secret changed), and
-    /// leaves `old` running (call [`TokenStore::retire`] on it once the new
-    /// store serves). Returns the store and the names of identities that
-    /// start afresh. What is kept is decided by [`carry::carry`].
+    /// A store for a reloaded `config` that shares `old`'s verdict table
+    /// (a parked credential stays parked, under any principal name, and a
+    /// reload back to a rejected password meets its verdict), keeps the
+    /// tokens [`carry::carry`] allows, and leaves `old` running (call
+    /// [`TokenStore::retire`] on it once the new store serves). Returns the
+    /// store and the names of identities that start without a token.
     pub async fn succeed(
         config: Arc<Config>,
         client: HttpClient,
@@ -224,11 +254,9 @@ impl TokenStore {
         old: &TokenStore,
     ) -> Result<(Self, Vec<String>), OriginError> {
         let (prev, carry) = (&old.inner, carry::carry(&old.inner.config, &config));
-        let mut store = LocalStore::new(config.principals.len());
-        for (from, to) in carry.gates {
-            store.adopt_verdict(to, &prev.store, from);
-        }
-        let fresh = Self::build(config, client, metrics, store)?;
+        let verdicts = Arc::clone(prev.store.verdicts());
+        let fresh = Self::build(config, client, metrics, LocalStore::new(Arc::clone(&verdicts)))?;
+        verdicts.retain(&fresh.inner.keys.iter().flatten().copied().collect::<Vec<_>>());
         for (from, to) in carry.tokens {
             if let Some(token) = prev.store.get(from).await {
                 fresh.inner.store.put(to, Arc::clone(&token)).await;
@@ -276,9 +304,9 @@ impl TokenStore {
         let slot = &inner.prepared[p];
         // The user token first: its login may find the integration token
         // stale and replace it, and the value read next is then the new one.
-        let user = match inner.config.principals[p].kind {
-            PrincipalKind::User { .. } => Some(inner.token(Identity::User(p)).await?),
-            _ => None,
+        let user = match inner.login_of[p] {
+            who @ Identity::User(_) => Some(inner.token(who).await?),
+            Identity::ApiUser => None,
         };
         let integration = inner.token(Identity::ApiUser).await?;
         if let Some(c) = slot.load().as_ref() {
@@ -291,22 +319,29 @@ impl TokenStore {
         Ok(fresh)
     }
 
-    /// Drops the tokens `used` carried (after a session error), unless a
-    /// newer token already replaced them.
-    pub async fn invalidate(&self, p: PrincipalId, used: &Credentials) {
+    /// After a session error on a call `p` made with `used`: drops the
+    /// tokens it blames, unless newer ones already replaced them, and
+    /// returns whether the call may be replayed. False when a blamed token
+    /// is kept because its identity already had a session-error re-login
+    /// within `min_relogin_interval`: the error then reaches the caller.
+    ///
+    /// A user token is blamed, and the integration token too unless it is
+    /// newer than the user token: then it was fetched after the one the
+    /// user token came with had been dropped (by a session error on another
+    /// call, or a renewal), and the error is the user token's. (Were it the
+    /// integration token's after all, the user login says so, and drops it.)
+    pub async fn invalidate(&self, p: PrincipalId, used: &Credentials) -> bool {
         let inner = &self.inner;
-        if inner
-            .store
-            .remove_if_same(Identity::ApiUser, used.integration.serial)
-            .await
-        {
-            inner.metrics.renewal("session_error");
+        let user = used.user.as_ref().map(|u| (inner.login_of[p], u));
+        let integration = match &used.user {
+            Some(u) if used.integration.serial > u.serial => None,
+            _ => Some((Identity::ApiUser, &used.integration)),
+        };
+        let mut replay = true;
+        for (who, token) in user.into_iter().chain(integration) {
+            replay &= inner.drop_after_session_error(who, token).await;
         }
-        if let Some(user) = &used.user {
-            if inner.store.remove_if_same(Identity::User(p), user.serial).await {
-                inner.metrics.renewal("session_error");
-            }
-        }
+        replay
     }
 
     /// The config this store serves.
@@ -314,18 +349,41 @@ impl TokenStore {
         &self.inner.config
     }
 
-    /// Un-parks `who` (and the API user every identity depends on).
+    /// Un-parks `who` alone: `Identity::ApiUser` the API user, and
+    /// `Identity::User(p)` that user credential (every principal sharing
+    /// it), never the API user. Use [`TokenStore::reset_principal`] for a
+    /// principal by id: an anonymous or bearer principal has no login of
+    /// its own, and must not reach the API user's.
     pub async fn reset(&self, who: Identity) {
-        let inner = &self.inner;
-        inner.store.reset(inner.verdict_key(Identity::ApiUser)).await;
-        inner.store.reset(inner.verdict_key(who)).await;
+        if let Some(key) = self.inner.verdict_key(who) {
+            self.inner.store.reset(key).await;
+        }
+    }
+
+    /// Un-parks the API user alone (`POST /api-user/reset`).
+    pub async fn reset_api_user(&self) {
+        self.reset(Identity::ApiUser).await;
+    }
+
+    /// Un-parks principal `p`'s own login (`POST /principals/NAME/reset`);
+    /// false, and nothing reset, for a principal without one (anonymous,
+    /// bearer).
+    pub async fn reset_principal(&self, p: PrincipalId) -> bool {
+        match self.inner.login_of.get(p) {
+            Some(&who @ Identity::User(_)) => {
+                self.reset(who).await;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The login history and lockout state of `who`.
     pub fn login_status(&self, who: Identity) -> GateStatus {
-        self.inner
-            .store
-            .login_status(self.inner.verdict_key(who), Instant::now())
+        match self.inner.verdict_key(who) {
+            Some(key) => self.inner.store.login_status(key, Instant::now()),
+            None => GateStatus::default(),
+        }
     }
 
     /// Issue and expiry of the token of `who`, if one is held.
@@ -340,9 +398,37 @@ impl TokenStore {
         self.inner.store.token_count().await
     }
 
-    /// How many login identities (the API user included) are parked.
+    /// How many distinct credentials of this config (the API user's
+    /// included) are parked.
     pub fn parked(&self) -> usize {
-        self.inner.store.parked()
+        let inner = &self.inner;
+        let keys = inner.identities().filter_map(|who| inner.verdict_key(who));
+        keys.filter(|&k| inner.store.is_parked(k)).count()
+    }
+
+    /// Every credential this process holds as parked, configured now or
+    /// not, for `/status` (and so for `kmproxy check --login`).
+    pub fn parked_credentials(&self) -> Vec<ParkedCredential> {
+        self.inner.store.verdicts().parked()
+    }
+
+    /// Parks, in this store, every credential of its config that `serve`
+    /// reports parked (`check --login`, before it logs anything in);
+    /// returns the identities parked that way.
+    pub async fn adopt_parked(&self, serve: &[ParkedCredential]) -> Vec<Identity> {
+        let inner = &self.inner;
+        let mut parked = Vec::new();
+        for who in inner.identities() {
+            let (Some(c), Some(key)) = (Credential::of(&inner.config, who), inner.verdict_key(who)) else {
+                continue;
+            };
+            if let Some(v) = serve.iter().find(|v| credential::published_matches(&v.fingerprint, &c)) {
+                let reason = format!("parked by the running serve: {}", v.reason);
+                inner.store.rejected(key, reason).await;
+                parked.push(who);
+            }
+        }
+        parked
     }
 }
 
@@ -358,9 +444,46 @@ impl Inner {
         }
     }
 
-    /// Whose verdict the logins of `who` consult: the one place that would
-    /// derive a credential key from the config instead (see [`backend`]).
-    fn verdict_key(&self, who: Identity) -> VerdictKey {
-        who
+    /// The admin path that un-parks `who`.
+    fn reset_path(&self, who: Identity) -> String {
+        match who {
+            Identity::ApiUser => "/api-user/reset".to_owned(),
+            Identity::User(p) => format!("/principals/{}/reset", self.config.principals[p].name),
+        }
+    }
+
+    /// Whose verdict the logins of `who` consult: its credential's key.
+    fn verdict_key(&self, who: Identity) -> Option<VerdictKey> {
+        self.keys[who]
+    }
+
+    /// The identities this config logs in as, each once, the API user first.
+    fn identities(&self) -> impl Iterator<Item = Identity> + '_ {
+        let users = self.login_of.iter().enumerate();
+        let users = users.filter_map(|(p, &who)| (who == Identity::User(p)).then_some(who));
+        std::iter::once(Identity::ApiUser).chain(users)
+    }
+
+    /// Drops `token` of `who` after a session error if it still is the
+    /// held one and `who` may have a re-login now; returns whether the
+    /// call may be replayed.
+    async fn drop_after_session_error(&self, who: Identity, token: &Token) -> bool {
+        let interval = self.config.tokens.min_relogin_interval;
+        match self
+            .store
+            .remove_for_relogin(who, token.serial, self.verdict_key(who), interval)
+            .await
+        {
+            Dropped::Removed => {
+                self.metrics.renewal("session_error");
+                true
+            }
+            Dropped::AlreadyReplaced => true,
+            Dropped::Refused => {
+                let principal = self.name_of(who);
+                tracing::warn!(%principal, ?interval, "session error again within min_relogin_interval; not logging in again, the caller gets it");
+                false
+            }
+        }
     }
 }

@@ -1,16 +1,17 @@
 //! Obtaining a live token for an identity: the held one, or one login
 //! shared by every caller that needs it ([`Flights`](super::flight::Flights)
-//! inside the store's single flight), let through by the identity's
+//! inside the store's single flight), let through by its credential's
 //! lockout verdict and recorded there. A user login that finds the
 //! integration token stale drops it and tries once more with a fresh one.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::future::BoxFuture;
 use secrecy::{ExposeSecret, SecretString};
 
+use super::backend::VerdictKey;
 use super::gate::Closed;
 use super::identity::Identity;
 use super::login::{self, LoginError};
@@ -78,15 +79,15 @@ impl Inner {
 
     /// One login through the verdict gate; schedules the new token's renewal.
     async fn login(self: &Arc<Self>, who: Identity) -> Result<Arc<Token>, TokenError> {
-        let key = self.verdict_key(who);
+        let key = self.verdict_key(who).ok_or_else(|| TokenError::Failed {
+            principal: self.name_of(who),
+            reason: "not a user principal".into(),
+        })?;
         self.store
             .check(key, Instant::now())
             .await
             .map_err(|closed| match closed {
-                Closed::Parked(reason) => TokenError::Parked {
-                    principal: self.name_of(who),
-                    reason,
-                },
+                Closed::Parked(reason) => self.parked(who, reason),
                 Closed::Backoff(retry_after) => TokenError::Backoff {
                     principal: self.name_of(who),
                     retry_after,
@@ -99,7 +100,16 @@ impl Inner {
             }
             Identity::User(p) => self.user_login(p).await?,
         };
-        self.record(who, sent, result).await
+        self.record(who, key, sent, result).await
+    }
+
+    /// The answer for callers of a parked identity, naming its reset.
+    fn parked(&self, who: Identity, reason: String) -> TokenError {
+        TokenError::Parked {
+            principal: self.name_of(who),
+            reason,
+            reset: self.reset_path(who),
+        }
     }
 
     /// The user login of principal `p`, carrying the integration token;
@@ -137,44 +147,68 @@ impl Inner {
         }
     }
 
-    /// Records a login's outcome at the gate and in the metrics; a token
-    /// is minted and its renewal scheduled.
+    /// Records a login's outcome at the gate (under `key`) and in the
+    /// metrics; a token is minted and its renewal scheduled.
     async fn record(
         self: &Arc<Self>,
         who: Identity,
+        key: VerdictKey,
         sent: Sent,
         result: Result<SecretString, LoginError>,
     ) -> Result<Arc<Token>, TokenError> {
-        let (key, principal) = (self.verdict_key(who), self.name_of(who));
-        match result {
+        let error = match result {
             Ok(value) => {
                 self.store.succeeded(key).await;
                 self.count_login(who, "ok");
-                tracing::info!(%principal, "logged in");
+                tracing::info!(principal = %self.name_of(who), "logged in");
                 let token = self.mint(value, sent);
                 self.schedule_renewal(who, &token);
-                Ok(token)
+                return Ok(token);
             }
-            Err(LoginError::Rejected(reason)) => {
+            Err(e) => e,
+        };
+        let rejected = matches!(error, LoginError::Rejected(_));
+        self.count_login(who, if rejected { "rejected" } else { "failed" });
+        Err(self.record_failure(who, key, error).await)
+    }
+
+    /// Records a failed login by what it says about the password: parked
+    /// if rejected (or unanswered once too often), else backing off.
+    async fn record_failure(&self, who: Identity, key: VerdictKey, error: LoginError) -> TokenError {
+        let (principal, reason, now) = (self.name_of(who), error.to_string(), Instant::now());
+        let wait = match error {
+            LoginError::Rejected(answer) => {
+                let reason = format!("rejected: {answer}");
                 tracing::error!(%principal, %reason, "login rejected; parked until its secret changes or it is reset");
                 self.store.rejected(key, reason.clone()).await;
-                self.count_login(who, "rejected");
-                Err(TokenError::Parked { principal, reason })
+                return self.parked(who, reason);
             }
-            Err(LoginError::Timeout(timeout)) => {
-                self.count_login(who, "failed");
-                self.store
-                    .failed(key, format!("timed out after {timeout:?}"), Instant::now())
-                    .await;
-                Err(TokenError::Timeout { principal, timeout })
+            LoginError::Timeout(_) | LoginError::Unanswered(_) => {
+                match self.store.unanswered(key, reason.clone(), now).await {
+                    Ok(wait) => wait,
+                    Err(parked) => {
+                        tracing::error!(%principal, reason = %parked, "login parked: it may have been rejected");
+                        return self.parked(who, parked);
+                    }
+                }
             }
-            Err(e) => {
-                self.count_login(who, "failed");
-                let reason = e.to_string();
-                let wait = self.store.failed(key, reason.clone(), Instant::now()).await;
-                tracing::warn!(%principal, %reason, backoff = ?wait, "login failed");
-                Err(TokenError::Failed { principal, reason })
+            LoginError::Throttled { retry_after, .. } => {
+                let at_least = retry_after.unwrap_or_default();
+                let wait = self.store.failed(key, reason.clone(), now, at_least).await;
+                tracing::warn!(%principal, %reason, backoff = ?wait, "login throttled by the upstream");
+                return TokenError::Backoff {
+                    principal,
+                    retry_after: wait,
+                };
             }
+            LoginError::Transient(_) | LoginError::StaleIntegration => {
+                self.store.failed(key, reason.clone(), now, Duration::ZERO).await
+            }
+        };
+        tracing::warn!(%principal, %reason, backoff = ?wait, "login failed");
+        match error {
+            LoginError::Timeout(timeout) => TokenError::Timeout { principal, timeout },
+            _ => TokenError::Failed { principal, reason },
         }
     }
 
