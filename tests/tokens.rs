@@ -751,7 +751,7 @@ async fn a_caller_hanging_up_mid_login_does_not_restart_the_login() {
     env.simulator().set_login_delay(Duration::from_millis(800));
     // A caller that hangs up while the login it started is under way.
     let mut tcp = tokio::net::TcpStream::connect(env.proxy).await.unwrap();
-    tcp.write_all(b"GET /km/api/latest/content HTTP/1.1\r\nhost: x\r\n\r\n")
+    tcp.write_all(b"GET /km/api/latest/content HTTP/1.1\r\nhost: localhost\r\n\r\n")
         .await
         .unwrap();
     let sim = env.simulator().clone();
