@@ -567,7 +567,13 @@ async fn rejected_login_parks_the_principal_until_reset() {
 
     // An operator reset allows exactly one more attempt.
     let r = env
-        .send_to(env.admin, Method::POST, "/principals/agent/reset", &[], Bytes::new())
+        .send_to(
+            env.admin,
+            Method::POST,
+            "/principals/agent/reset",
+            &[("x-kmproxy-admin", "1")],
+            Bytes::new(),
+        )
         .await;
     ok(&r);
     let again = join_all((0..5).map(|_| env.get(CONTENT, AGENT))).await;
@@ -577,7 +583,13 @@ async fn rejected_login_parks_the_principal_until_reset() {
     }
     assert_eq!(okcsuser(sim, LoginOutcome::Rejected), 2);
     let unknown = env
-        .send_to(env.admin, Method::POST, "/principals/nobody/reset", &[], Bytes::new())
+        .send_to(
+            env.admin,
+            Method::POST,
+            "/principals/nobody/reset",
+            &[("x-kmproxy-admin", "1")],
+            Bytes::new(),
+        )
         .await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     env.stop().await;
