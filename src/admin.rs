@@ -1,21 +1,43 @@
 //! The admin listener: liveness, readiness, status per principal, metrics,
-//! and the operator's un-park switch. Never shows a token or a secret.
+//! and the operator's un-park switches. Never shows a token or a secret.
+//!
+//! It is served by the same accept loop as the data port
+//! ([`crate::server::serve_service`]: head deadline, connection cap,
+//! bounded drain), and every request first passes [`Guard`]: the `Host`
+//! rule of both ports ([`crate::host`]), and for anything but `GET`/`HEAD`
+//! the header `x-kmproxy-admin: 1` (a cross-site browser request cannot
+//! send a custom header without a CORS preflight, which kmproxy never
+//! answers) and, when `server.admin_token` is set, `Authorization: Bearer`
+//! with that token.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
+use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::validate_request::{ValidateRequest, ValidateRequestHeaderLayer};
 
 use crate::app::App;
-use crate::config::PrincipalKind;
+use crate::config::{PrincipalKind, ServerConfig};
 use crate::proxy::error::error_body;
+use crate::server::{serve_service, Limits};
 use crate::tokens::{Identity, TokenStore};
+
+/// The header every admin `POST` carries.
+pub const ADMIN_HEADER: &str = "x-kmproxy-admin";
+/// Longest an admin call may take (its handlers are quick; this bounds a
+/// stuck one).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest admin request body: no endpoint reads one.
+const MAX_BODY: usize = 4 * 1024;
 
 /// The admin router.
 pub fn router(app: Arc<App>) -> Router {
@@ -24,19 +46,127 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(readyz))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
-        .route("/principals/{name}/reset", post(reset))
+        .route("/principals/{name}/reset", post(reset_principal))
+        .route("/api-user/reset", post(reset_api_user))
+        .fallback(|| async {
+            refusal(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "KMPROXY-NOT-FOUND",
+                "no such admin endpoint",
+            )
+        })
+        // Layers run from the last added inwards: the timeout bounds the
+        // whole call, the body cap answers 413 from `Content-Length`, and
+        // the guard judges `Host` and an admin POST's headers before any
+        // handler runs.
+        .layer(ValidateRequestHeaderLayer::custom(Guard(Arc::clone(&app))))
+        .layer(RequestBodyLimitLayer::new(MAX_BODY))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
         .with_state(app)
 }
 
-/// Serves the admin endpoints until `shutdown` resolves.
+/// Serves the admin endpoints until `shutdown` resolves, with the data
+/// port's connection limits (`header_read_timeout`, `max_connections`,
+/// `drain_timeout`; the cap is per listener).
 pub async fn serve(
     app: Arc<App>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = Limits::from(&app.live().config.server);
+    serve_service(router(app), listener, limits, shutdown).await
+}
+
+/// Why the guard refused an admin request.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error(transparent)]
+    Host(#[from] crate::host::Refusal),
+    #[error("an admin POST needs the header `x-kmproxy-admin: 1`")]
+    NoAdminHeader,
+    #[error("an admin POST needs `Authorization: Bearer <server.admin_token>`")]
+    BadToken,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let detail = self.to_string();
+        match self {
+            Refusal::Host(_) => refusal(StatusCode::BAD_REQUEST, "Host not allowed", "KMPROXY-HOST", &detail),
+            Refusal::NoAdminHeader => refusal(StatusCode::FORBIDDEN, "Admin header required", "KMPROXY-ADMIN", &detail),
+            Refusal::BadToken => {
+                let mut res = refusal(
+                    StatusCode::UNAUTHORIZED,
+                    "Admin token required",
+                    "KMPROXY-ADMIN-TOKEN",
+                    &detail,
+                );
+                res.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                res
+            }
+        }
+    }
+}
+
+/// An answer in Oracle's error shape.
+fn refusal(status: StatusCode, title: &str, code: &str, detail: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        error_body(title, code, detail),
+    )
+        .into_response()
+}
+
+/// Judges every admin request against the current config (so a reload
+/// that changes `allowed_hosts` or `admin_token` applies at once).
+#[derive(Clone)]
+struct Guard(Arc<App>);
+
+impl<B> ValidateRequest<B> for Guard {
+    type ResponseBody = Body;
+
+    fn validate(&mut self, req: &mut Request<B>) -> Result<(), Response> {
+        let live = self.0.live();
+        admit(&live.config.server, req).map_err(|refusal| {
+            tracing::debug!(error = %refusal, method = %req.method(), path = req.uri().path(), "admin call refused");
+            refusal.into_response()
+        })
+    }
+}
+
+/// The `Host` rule; then, for anything that may change state (not `GET`
+/// or `HEAD`), the admin header and the admin token.
+fn admit<B>(server: &ServerConfig, req: &Request<B>) -> Result<(), Refusal> {
+    crate::host::check(req, &server.allowed_hosts)?;
+    if matches!(*req.method(), Method::GET | Method::HEAD) {
+        return Ok(());
+    }
+    if req.headers().get(ADMIN_HEADER).map(HeaderValue::as_bytes) != Some(b"1") {
+        return Err(Refusal::NoAdminHeader);
+    }
+    let Some(token) = &server.admin_token else {
+        return Ok(());
+    };
+    match bearer(req.headers()) {
+        Some(presented) if token.matches(presented) => Ok(()),
+        _ => Err(Refusal::BadToken),
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer(headers: &header::HeaderMap) -> Option<&[u8]> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = values.next()?.as_bytes();
+    if values.next().is_some() || value.len() < 7 || !value[..7].eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    Some(&value[7..])
 }
 
 /// 200 once the integration token is held; else 503 with the reason (and a
@@ -131,25 +261,33 @@ async fn status(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
     }))
 }
 
-async fn reset(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+/// `POST /principals/NAME/reset`: un-parks that principal's own login
+/// (a user principal's); the API user's state is not touched. A principal
+/// without a login of its own (anonymous, bearer) logs in as the API user:
+/// that is `POST /api-user/reset`, and asking here changes nothing.
+async fn reset_principal(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
     let live = app.live();
-    match live.config.principal_id(&name) {
-        Some(p) => {
-            live.tokens.reset(Identity::of(&live.config, p)).await;
-            tracing::info!(principal = %name, "reset by operator");
-            (StatusCode::OK, Json(serde_json::json!({"reset": name}))).into_response()
-        }
-        None => (
-            StatusCode::NOT_FOUND,
-            [(header::CONTENT_TYPE, "application/json")],
-            error_body(
-                "Unknown principal",
-                "KMPROXY-PRINCIPAL",
-                &format!("no principal named `{name}`"),
-            ),
-        )
-            .into_response(),
+    let Some(p) = live.config.principal_id(&name) else {
+        let detail = format!("no principal named `{name}`");
+        return refusal(StatusCode::NOT_FOUND, "Unknown principal", "KMPROXY-PRINCIPAL", &detail);
+    };
+    if !matches!(live.config.principals[p].kind, PrincipalKind::User { .. }) {
+        let detail =
+            format!("principal `{name}` has no login of its own: it uses the API user's (POST /api-user/reset)");
+        return refusal(StatusCode::CONFLICT, "No login to reset", "KMPROXY-PRINCIPAL", &detail);
     }
+    live.tokens.reset_principal(p).await;
+    tracing::info!(principal = %name, "reset by operator");
+    (StatusCode::OK, Json(serde_json::json!({"reset": name}))).into_response()
+}
+
+/// `POST /api-user/reset`: un-parks the API user (whose integration token
+/// every principal carries), and nothing else.
+async fn reset_api_user(State(app): State<Arc<App>>) -> Response {
+    let live = app.live();
+    live.tokens.reset_api_user().await;
+    tracing::info!(api_user = %live.config.api_user.login, "API user reset by operator");
+    (StatusCode::OK, Json(serde_json::json!({"reset": "api_user"}))).into_response()
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {

@@ -176,7 +176,9 @@ async fn serve(path: &Path) -> ExitCode {
 
 /// On SIGHUP: re-read the config file and its secrets; swap in a valid one
 /// (identities whose credentials changed lose their tokens, others keep
-/// them), refuse an invalid one and keep running the old.
+/// them), refuse an invalid one and keep running the old. Each reload runs
+/// as a task of its own ([`contained`]), so one that fails in any way, a
+/// panic included, leaves this loop waiting for the next SIGHUP.
 #[cfg(unix)]
 async fn reload_on_sighup(app: Arc<App>, path: PathBuf) {
     use tokio::signal::unix::{signal, SignalKind};
@@ -185,22 +187,53 @@ async fn reload_on_sighup(app: Arc<App>, path: PathBuf) {
         return;
     };
     while hup.recv().await.is_some() {
-        let new = match Config::load(&path) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(problems = %e.to_string().trim_end(), "reload refused: the new config is invalid; the old one keeps running");
-                continue;
-            }
-        };
-        let old = app.live();
-        for key in old.config.restart_needed(&new) {
-            tracing::warn!(key, "changed; it takes effect at the next restart");
-        }
-        match app.reload(new).await {
+        match contained(reload(Arc::clone(&app), path.clone())).await {
             Ok(restarted) => tracing::info!(restarted = ?restarted, "config reloaded"),
-            Err(e) => tracing::error!(error = %e, "reload refused; the old config keeps running"),
+            Err(e) => tracing::error!(reason = %e, "reload refused; the old config keeps running"),
         }
     }
+}
+
+/// Longest a reload may spend reading its files (a secret on a hung
+/// network mount, say) before it is refused.
+const RELOAD_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Why a reload was refused. In every case the old config keeps serving.
+#[derive(Debug, thiserror::Error)]
+enum ReloadRefused {
+    #[error("the new config is invalid: {0}")]
+    Invalid(String),
+    #[error("reading the config took longer than {}s", RELOAD_READ_TIMEOUT.as_secs())]
+    Stalled,
+    #[error(transparent)]
+    Build(#[from] crate::app::BuildError),
+    /// The message went to stderr with the panic; it is not repeated.
+    #[error("the reload panicked (a bug: please report it)")]
+    Panicked,
+}
+
+/// Runs `reload` as a task of its own, so that a panic in it comes back as
+/// a refusal instead of ending the caller.
+async fn contained<T: Send + 'static>(
+    reload: impl std::future::Future<Output = Result<T, ReloadRefused>> + Send + 'static,
+) -> Result<T, ReloadRefused> {
+    tokio::spawn(reload).await.unwrap_or(Err(ReloadRefused::Panicked))
+}
+
+/// One reload: read and check the file (off the runtime's threads, within
+/// [`RELOAD_READ_TIMEOUT`]), then swap the state.
+async fn reload(app: Arc<App>, path: PathBuf) -> Result<Vec<String>, ReloadRefused> {
+    let read = tokio::task::spawn_blocking(move || Config::load(&path));
+    let new = match tokio::time::timeout(RELOAD_READ_TIMEOUT, read).await {
+        Err(_) => return Err(ReloadRefused::Stalled),
+        Ok(Err(_)) => return Err(ReloadRefused::Panicked),
+        Ok(Ok(Err(e))) => return Err(ReloadRefused::Invalid(e.to_string().trim_end().to_owned())),
+        Ok(Ok(Ok(c))) => c,
+    };
+    for key in app.live().config.restart_needed(&new) {
+        tracing::warn!(key, "changed; it takes effect at the next restart");
+    }
+    Ok(app.reload(new).await?)
 }
 
 async fn check(path: &Path, login: bool) -> ExitCode {
@@ -327,6 +360,16 @@ pub fn summary(c: &Config) -> String {
     let mut s = String::new();
     let admin = c.server.admin_listen.map_or("off".to_owned(), |a| a.to_string());
     s += &format!("  listen           {} (admin {admin})\n", c.server.listen);
+    let token = c
+        .server
+        .admin_token
+        .as_ref()
+        .map_or("none".to_owned(), |t| t.to_string());
+    let hosts = match c.server.allowed_hosts.as_slice() {
+        [] => "loopback names and IP literals".to_owned(),
+        more => format!("loopback names, IP literals, {}", more.join(", ")),
+    };
+    s += &format!("  admin token      {token}\n  hosts allowed    {hosts}\n");
     s += &format!(
         "  upstream         {} (search {})\n",
         c.upstream.base_url, c.upstream.search_base_url
@@ -422,16 +465,96 @@ async fn simulate(listen: SocketAddr) -> ExitCode {
 }
 
 fn hash_key() -> ExitCode {
-    let mut key = String::new();
-    if let Err(e) = std::io::stdin().read_to_string(&mut key) {
+    let mut input = String::new();
+    if let Err(e) = std::io::stdin().read_to_string(&mut input) {
         eprintln!("kmproxy hash-key: cannot read stdin: {e}");
         return ExitCode::from(2);
     }
-    let key = key.trim_end_matches(['\n', '\r']);
-    if key.is_empty() {
-        eprintln!("kmproxy hash-key: the key on stdin is empty");
-        return ExitCode::from(2);
+    match key_to_hash(&input) {
+        Ok((key, trimmed)) => {
+            if trimmed {
+                eprintln!(
+                    "kmproxy hash-key: removed the spaces or tabs around the key: HTTP drops them from a header \
+                     value, so the key kmproxy receives never has them"
+                );
+            }
+            println!("{}", crate::callers::hash_key(key.as_bytes()));
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            eprintln!("kmproxy hash-key: {why}");
+            ExitCode::from(2)
+        }
     }
-    println!("{}", crate::callers::hash_key(key.as_bytes()));
-    ExitCode::SUCCESS
+}
+
+/// The caller key in `hash-key`'s input, as kmproxy will receive it in a
+/// header, and whether spaces or tabs had to be removed for that.
+///
+/// A header value loses its leading and trailing spaces and tabs on the way
+/// in (RFC 9110 §5.5: they are not part of the value), so a key hashed with
+/// them could never match. Trimming them here, and saying so, makes the
+/// printed digest the one of the key callers actually present; refusing
+/// would only send the operator back to do the same by hand. A line break
+/// or another control character cannot be in a header value at all: such
+/// input is refused.
+fn key_to_hash(input: &str) -> Result<(&str, bool), &'static str> {
+    let line = input.trim_end_matches(['\n', '\r']);
+    let key = line.trim_matches([' ', '\t', '\r', '\n']);
+    if key.is_empty() {
+        return Err("the key on stdin is empty");
+    }
+    if key.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err("the key contains a line break or a control character, which a header cannot carry");
+    }
+    Ok((key, key.len() != line.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_key_hashes_the_key_as_a_header_carries_it() {
+        assert_eq!(key_to_hash("abc\n"), Ok(("abc", false)));
+        assert_eq!(key_to_hash("abc\r\n"), Ok(("abc", false)));
+        assert_eq!(key_to_hash("abc"), Ok(("abc", false)));
+        assert_eq!(key_to_hash("  abc\t \n"), Ok(("abc", true)));
+        assert_eq!(
+            key_to_hash("a b\tc\n"),
+            Ok(("a b\tc", false)),
+            "inner whitespace is kept"
+        );
+        assert!(key_to_hash(" \t\n").is_err());
+        assert!(key_to_hash("").is_err());
+        assert!(key_to_hash("abc\ndef\n").is_err());
+        assert!(key_to_hash("ab\u{7f}c").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_panicking_reload_is_a_refusal_and_the_next_one_runs() {
+        let panics = contained::<()>(async { panic!("a bug in a reload") }).await;
+        assert!(matches!(panics, Err(ReloadRefused::Panicked)), "{panics:?}");
+        let next = contained(async { Ok::<_, ReloadRefused>(7) }).await;
+        assert_eq!(next.ok(), Some(7));
+    }
+
+    #[tokio::test]
+    async fn a_reload_of_an_invalid_file_is_refused_naming_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("kmproxy.toml");
+        let config = crate::config::sample::ConfigToml::new("http://127.0.0.1:9");
+        std::fs::write(&path, config.to_string()).expect("write");
+        let app = App::new(Arc::new(Config::load(&path).expect("valid"))).expect("app");
+        let bad = config
+            .server("max_in_flight", 4_611_686_018_427_387_904_i64)
+            .to_string();
+        std::fs::write(&path, bad).expect("write");
+        let refused = contained(reload(Arc::clone(&app), path.clone())).await;
+        let Err(ReloadRefused::Invalid(why)) = refused else {
+            panic!("refused as invalid: {refused:?}")
+        };
+        assert!(why.contains("server.max_in_flight: must be at most 1000000"), "{why}");
+        assert_eq!(app.live().config.server.max_in_flight, 512, "the old config serves");
+    }
 }

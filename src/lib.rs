@@ -19,6 +19,8 @@
 //! - [`server`]: the accept loop, connection limits, graceful shutdown.
 //! - [`proxy`]: the data path (route, headers, bodies, replay once, errors
 //!   answered in Oracle's shape).
+//! - [`host`]: the `Host` rule of both ports (loopback names, IP literals,
+//!   `allowed_hosts`): the DNS-rebinding guard.
 //! - [`app`]: the state built from a config, and its reload.
 //! - [`callers`]: caller key / default / act-as → principal.
 //! - [`tokens`]: the token cache, single-flight logins, renewal, lockout gate.
@@ -37,6 +39,7 @@ pub mod run;
 pub mod admin;
 pub mod server;
 pub mod proxy;
+pub mod host;
 pub mod app;
 pub mod callers;
 pub mod tokens;

@@ -4,7 +4,7 @@
 //! only the code that writes a login body calls [`Secret::expose`].
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use secrecy::{ExposeSecret, SecretString};
 
@@ -71,10 +71,7 @@ impl Secret {
             (SecretSource::Env(name), _) => {
                 std::env::var(name).map_err(|_| format!("environment variable `{name}` is not set"))?
             }
-            (SecretSource::File(path), _) => std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?
-                .trim_end_matches(['\r', '\n'])
-                .to_owned(),
+            (SecretSource::File(path), _) => read_file(path)?.trim_end_matches(['\r', '\n']).to_owned(),
             (SecretSource::Literal, None) => String::new(),
         };
         if raw.is_empty() {
@@ -84,6 +81,17 @@ impl Secret {
             source,
             value: SecretString::from(raw),
         })
+    }
+
+    /// True when `presented` is the secret's value. Both sides are hashed
+    /// first and the digests compared in constant time, so the time taken
+    /// tells neither the value nor its length.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        use sha2::Digest as _;
+        use subtle::ConstantTimeEq as _;
+        let expected = sha2::Sha256::digest(self.expose().as_bytes());
+        let presented = sha2::Sha256::digest(presented);
+        expected.as_slice().ct_eq(presented.as_slice()).into()
     }
 
     /// Where the secret comes from.
@@ -102,6 +110,31 @@ impl Secret {
         use subtle::ConstantTimeEq;
         self.expose().as_bytes().ct_eq(other.expose().as_bytes()).into()
     }
+}
+
+/// Largest secret file read.
+const MAX_FILE: u64 = 64 * 1024;
+
+/// Reads a secret file: a regular file (a FIFO or a device would stall or
+/// flood a load or a reload) of at most [`MAX_FILE`] bytes.
+fn read_file(path: &Path) -> Result<String, String> {
+    use std::io::Read as _;
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read `{shown}`: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("`{shown}` is not a regular file"));
+    }
+    if meta.len() > MAX_FILE {
+        return Err(format!("`{shown}` is larger than {} KiB", MAX_FILE / 1024));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE + 1).read_to_string(&mut text))
+        .map_err(|e| format!("cannot read `{shown}`: {e}"))?;
+    if text.len() as u64 > MAX_FILE {
+        return Err(format!("`{shown}` is larger than {} KiB", MAX_FILE / 1024));
+    }
+    Ok(text)
 }
 
 impl fmt::Debug for Secret {
@@ -141,6 +174,41 @@ mod tests {
         let v = toml::Value::Table(toml::toml! { file = (path.to_string_lossy().to_string()) });
         let s = Secret::from_toml(&v).expect("resolves");
         assert_eq!(s.expose(), "s3cret");
+    }
+
+    #[test]
+    fn matches_compares_the_whole_value() {
+        let s = Secret::literal("admin-token");
+        assert!(s.matches(b"admin-token"));
+        for wrong in [&b"admin-toke"[..], b"admin-token ", b"", b"ADMIN-TOKEN"] {
+            assert!(!s.matches(wrong), "{wrong:?}");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_secret_file_must_be_a_small_regular_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let as_secret = |p: &Path| {
+            Secret::from_toml(&toml::Value::Table(
+                toml::toml! { file = (p.to_string_lossy().to_string()) },
+            ))
+        };
+        // A FIFO would block the load (and a reload) until someone writes.
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        assert!(as_secret(&fifo).unwrap_err().contains("not a regular file"));
+        assert!(as_secret(Path::new("/dev/zero"))
+            .unwrap_err()
+            .contains("not a regular file"));
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'x'; 65 * 1024]).expect("write");
+        assert!(as_secret(&big).unwrap_err().contains("larger than 64 KiB"));
+        assert!(as_secret(dir.path()).unwrap_err().contains("not a regular file"));
     }
 
     #[test]

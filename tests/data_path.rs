@@ -350,7 +350,7 @@ async fn chunked_body_over_max_body_gets_413_and_nothing_is_forwarded() {
     let mut s = tokio::net::TcpStream::connect(env.proxy).await.unwrap();
     let chunk = "x".repeat(800);
     let req = format!(
-        "POST /km/api/latest/content HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n320\r\n{chunk}\r\n320\r\n{chunk}\r\n0\r\n\r\n"
+        "POST /km/api/latest/content HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n320\r\n{chunk}\r\n320\r\n{chunk}\r\n0\r\n\r\n"
     );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = String::new();
@@ -361,7 +361,7 @@ async fn chunked_body_over_max_body_gets_413_and_nothing_is_forwarded() {
     // A declared length over the limit is refused before any of the body
     // is sent (none is, here: kmproxy must not wait for it).
     let mut s = tokio::net::TcpStream::connect(env.proxy).await.unwrap();
-    s.write_all(b"POST /km/api/latest/content HTTP/1.1\r\nhost: x\r\ncontent-length: 100000000\r\n\r\n")
+    s.write_all(b"POST /km/api/latest/content HTTP/1.1\r\nhost: localhost\r\ncontent-length: 100000000\r\n\r\n")
         .await
         .unwrap();
     let mut head = [0u8; 12];

@@ -130,7 +130,7 @@ async fn slow_client_head_is_cut_off_and_idle_connections_closed() {
     let t = Instant::now();
     let out = raw(
         env.proxy,
-        b"GET /km/api/latest/content HTTP/1.1\r\nhost: x\r\n",
+        b"GET /km/api/latest/content HTTP/1.1\r\nhost: localhost\r\n",
         Duration::from_secs(5),
     )
     .await;
@@ -142,7 +142,7 @@ async fn slow_client_head_is_cut_off_and_idle_connections_closed() {
     assert!(!out.contains("200 OK"), "{out}");
     // An idle keep-alive connection is closed too.
     let mut s = TcpStream::connect(env.proxy).await.unwrap();
-    s.write_all(b"GET /km/api/latest/content HTTP/1.1\r\nhost: x\r\n\r\n")
+    s.write_all(b"GET /km/api/latest/content HTTP/1.1\r\nhost: localhost\r\n\r\n")
         .await
         .unwrap();
     let mut buf = vec![0u8; 64 * 1024];
@@ -263,12 +263,12 @@ async fn calls_past_max_in_flight_wait_for_a_slot_up_to_queue_timeout() {
 async fn oversized_heads_are_refused() {
     let env = Env::start().await;
     let big = format!(
-        "GET /km/api/latest/content HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "GET /km/api/latest/content HTTP/1.1\r\nhost: localhost\r\nx-big: {}\r\n\r\n",
         "a".repeat(100 * 1024)
     );
     let out = raw(env.proxy, big.as_bytes(), Duration::from_secs(3)).await;
     assert!(out.starts_with("HTTP/1.1 431"), "{}", &out[..out.len().min(200)]);
-    let mut many = String::from("GET /km/api/latest/content HTTP/1.1\r\nhost: x\r\n");
+    let mut many = String::from("GET /km/api/latest/content HTTP/1.1\r\nhost: localhost\r\n");
     for i in 0..150 {
         many.push_str(&format!("x-h{i}: v\r\n"));
     }
@@ -276,7 +276,7 @@ async fn oversized_heads_are_refused() {
     let out = raw(env.proxy, many.as_bytes(), Duration::from_secs(3)).await;
     assert!(out.starts_with("HTTP/1.1 431"), "{}", &out[..out.len().min(200)]);
     let long_uri = format!(
-        "GET /km/api/latest/content?q={} HTTP/1.1\r\nhost: x\r\n\r\n",
+        "GET /km/api/latest/content?q={} HTTP/1.1\r\nhost: localhost\r\n\r\n",
         "a".repeat(70 * 1024)
     );
     let out = raw(env.proxy, long_uri.as_bytes(), Duration::from_secs(3)).await;
@@ -297,7 +297,7 @@ async fn smuggling_shapes_never_desync_the_upstream() {
     // hidden in what a CL-framing peer would read as the body.
     // The hidden request is one kmproxy would forward: only framing keeps
     // it from the upstream.
-    let smuggle = "POST /km/api/latest/content HTTP/1.1\r\nhost: x\r\ncontent-length: 64\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n0\r\n\r\nGET /km/api/latest/content?smuggled=1 HTTP/1.1\r\nhost: x\r\n\r\n";
+    let smuggle = "POST /km/api/latest/content HTTP/1.1\r\nhost: localhost\r\ncontent-length: 64\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n0\r\n\r\nGET /km/api/latest/content?smuggled=1 HTTP/1.1\r\nhost: localhost\r\n\r\n";
     let out = raw(env.proxy, smuggle.as_bytes(), Duration::from_secs(3)).await;
     assert!(
         out.starts_with("HTTP/1.1 400") || out.starts_with("HTTP/1.1 200"),
@@ -309,11 +309,11 @@ async fn smuggling_shapes_never_desync_the_upstream() {
         "one answer on a closing connection: {out}"
     );
     // Two different Content-Lengths.
-    let dup = "POST /km/api/latest/content HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\ncontent-length: 5\r\nconnection: close\r\n\r\nabcde";
+    let dup = "POST /km/api/latest/content HTTP/1.1\r\nhost: localhost\r\ncontent-length: 3\r\ncontent-length: 5\r\nconnection: close\r\n\r\nabcde";
     let out = raw(env.proxy, dup.as_bytes(), Duration::from_secs(3)).await;
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
     // CR inside a header value.
-    let cr = "GET /km/api/latest/content HTTP/1.1\r\nhost: x\r\nx-a: one\rtwo\r\nconnection: close\r\n\r\n";
+    let cr = "GET /km/api/latest/content HTTP/1.1\r\nhost: localhost\r\nx-a: one\rtwo\r\nconnection: close\r\n\r\n";
     let out = raw(env.proxy, cr.as_bytes(), Duration::from_secs(3)).await;
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
     // Whatever reached the simulator was framed by kmproxy alone: no auth

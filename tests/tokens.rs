@@ -575,7 +575,13 @@ async fn rejected_login_parks_the_principal_until_reset() {
 
     // An operator reset allows exactly one more attempt.
     let r = env
-        .send_to(env.admin, Method::POST, "/principals/agent/reset", &[], Bytes::new())
+        .send_to(
+            env.admin,
+            Method::POST,
+            "/principals/agent/reset",
+            &[("x-kmproxy-admin", "1")],
+            Bytes::new(),
+        )
         .await;
     ok(&r);
     let again = join_all((0..5).map(|_| env.get(CONTENT, AGENT))).await;
@@ -585,7 +591,13 @@ async fn rejected_login_parks_the_principal_until_reset() {
     }
     assert_eq!(okcsuser(sim, LoginOutcome::Rejected), 2);
     let unknown = env
-        .send_to(env.admin, Method::POST, "/principals/nobody/reset", &[], Bytes::new())
+        .send_to(
+            env.admin,
+            Method::POST,
+            "/principals/nobody/reset",
+            &[("x-kmproxy-admin", "1")],
+            Bytes::new(),
+        )
         .await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     env.stop().await;
@@ -759,7 +771,7 @@ async fn a_caller_hanging_up_mid_login_does_not_restart_the_login() {
     env.simulator().set_login_delay(Duration::from_millis(800));
     // A caller that hangs up while the login it started is under way.
     let mut tcp = tokio::net::TcpStream::connect(env.proxy).await.unwrap();
-    tcp.write_all(b"GET /km/api/latest/content HTTP/1.1\r\nhost: x\r\n\r\n")
+    tcp.write_all(b"GET /km/api/latest/content HTTP/1.1\r\nhost: localhost\r\n\r\n")
         .await
         .unwrap();
     let sim = env.simulator().clone();

@@ -10,7 +10,7 @@ use http::header::HeaderName;
 
 use super::raw::{Problems, RawApiUser, RawCaller, RawFile, RawPrincipal, RawServer, RawTokens, RawUpstream};
 use super::values::{
-    addr, allowed_hosts, decode_sha256, duration, extra_fields, positive, required, secret, size, url,
+    addr, allowed_hosts, count, decode_sha256, duration, extra_fields, required, secret, size, url, Span,
 };
 use super::{
     ApiUser, Caller, ClientLogins, Config, ExternalType, Principal, PrincipalId, PrincipalKind, ServerConfig,
@@ -67,6 +67,35 @@ impl<'a> Names<'a> {
     }
 }
 
+/// The bounds of the counts, sizes and durations: what `serve` and a
+/// reload are known to run with (tokio's semaphores, `Instant` arithmetic,
+/// memory), with room to spare for any real deployment.
+mod bounds {
+    use std::time::Duration;
+
+    use super::Span;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+    /// `server.max_connections`, `server.max_in_flight`.
+    pub const COUNT: usize = 1_000_000;
+    /// `server.max_body`: one body is held whole for a replay.
+    pub const MAX_BODY: usize = 1 << 30;
+    /// `server.max_buffered`.
+    pub const MAX_BUFFERED: usize = 64 << 30;
+    /// `server.header_read_timeout`, `server.body_read_timeout`: shorter
+    /// than a second, an ordinary client on a busy host would not make it.
+    pub const READ: Span = Span::between(Duration::from_secs(1), HOUR);
+    /// `upstream.connect_timeout`, `upstream.timeout`.
+    pub const WAIT: Span = Span::positive(HOUR);
+    /// `server.drain_timeout`, `server.queue_timeout`,
+    /// `tokens.min_relogin_interval`: zero means "not at all".
+    pub const WAIT_OR_ZERO: Span = Span::up_to(HOUR);
+    /// The longest `tokens.lifetime` (upstream grants 24 h).
+    pub const LIFETIME_MAX: Duration = Duration::from_secs(30 * 24 * 3600);
+    /// `tokens.lifetime`; `tokens.refresh_before` must be shorter still.
+    pub const LIFETIME: Span = Span::between(Duration::from_secs(60), LIFETIME_MAX);
+}
+
 fn build_server(server: RawServer, names: &Names<'_>, p: &mut Problems) -> ServerConfig {
     let out = ServerConfig {
         listen: addr(p, "server.listen", server.listen.as_deref().unwrap_or("127.0.0.1:8080")),
@@ -74,41 +103,55 @@ fn build_server(server: RawServer, names: &Names<'_>, p: &mut Problems) -> Serve
             "off" | "" => None,
             a => Some(addr(p, "server.admin_listen", a)),
         },
-        max_body: server
-            .max_body
-            .map(|v| size(p, "server.max_body", &v))
-            .unwrap_or(10 << 20),
-        caller_key_header: {
-            let h = server.caller_key_header.as_deref().unwrap_or("x-kmproxy-key");
-            HeaderName::try_from(h).unwrap_or_else(|_| {
-                p.add("server.caller_key_header", format!("`{h}` is not a valid header name"));
-                HeaderName::from_static("x-kmproxy-key")
-            })
-        },
+        max_body: size(
+            p,
+            "server.max_body",
+            server.max_body.as_ref(),
+            10 << 20,
+            bounds::MAX_BODY,
+        ),
+        caller_key_header: caller_key_header(p, server.caller_key_header.as_deref()),
         default_principal: server
             .default_principal
             .as_deref()
             .and_then(|n| names.lookup(p, "server.default_principal".into(), n)),
-        drain_timeout: duration(p, "server.drain_timeout", server.drain_timeout.as_deref(), "30s"),
+        drain_timeout: duration(
+            p,
+            "server.drain_timeout",
+            server.drain_timeout.as_deref(),
+            "30s",
+            bounds::WAIT_OR_ZERO,
+        ),
         header_read_timeout: duration(
             p,
             "server.header_read_timeout",
             server.header_read_timeout.as_deref(),
             "20s",
+            bounds::READ,
         ),
-        max_connections: positive(p, "server.max_connections", server.max_connections, 1024),
-        max_in_flight: positive(p, "server.max_in_flight", server.max_in_flight, 512),
-        queue_timeout: duration(p, "server.queue_timeout", server.queue_timeout.as_deref(), "5s"),
+        max_connections: count(p, "server.max_connections", server.max_connections, 1024, bounds::COUNT),
+        max_in_flight: count(p, "server.max_in_flight", server.max_in_flight, 512, bounds::COUNT),
+        queue_timeout: duration(
+            p,
+            "server.queue_timeout",
+            server.queue_timeout.as_deref(),
+            "5s",
+            bounds::WAIT_OR_ZERO,
+        ),
         body_read_timeout: duration(
             p,
             "server.body_read_timeout",
             server.body_read_timeout.as_deref(),
             "30s",
+            bounds::READ,
         ),
-        max_buffered: server
-            .max_buffered
-            .map(|v| size(p, "server.max_buffered", &v))
-            .unwrap_or(256 << 20),
+        max_buffered: size(
+            p,
+            "server.max_buffered",
+            server.max_buffered.as_ref(),
+            256 << 20,
+            bounds::MAX_BUFFERED,
+        ),
         allowed_hosts: allowed_hosts(p, server.allowed_hosts.unwrap_or_default()),
         client_logins: match server.client_logins.as_deref() {
             None | Some("refuse") => ClientLogins::Refuse,
@@ -126,16 +169,19 @@ fn build_server(server: RawServer, names: &Names<'_>, p: &mut Problems) -> Serve
             .as_ref()
             .map(|v| secret(p, "server.admin_token", Some(v))),
     };
-    if out.body_read_timeout.is_zero() {
-        p.add("server.body_read_timeout", "must be greater than zero");
-    }
     if out.max_buffered < out.max_body {
         p.add("server.max_buffered", "must be at least server.max_body");
     }
-    if out.header_read_timeout.is_zero() {
-        p.add("server.header_read_timeout", "must be greater than zero");
-    }
     out
+}
+
+/// `server.caller_key_header`, default `x-kmproxy-key`.
+fn caller_key_header(p: &mut Problems, v: Option<&str>) -> HeaderName {
+    let h = v.unwrap_or("x-kmproxy-key");
+    HeaderName::try_from(h).unwrap_or_else(|_| {
+        p.add("server.caller_key_header", format!("`{h}` is not a valid header name"));
+        HeaderName::from_static("x-kmproxy-key")
+    })
 }
 
 fn build_upstream(upstream: RawUpstream, p: &mut Problems) -> UpstreamConfig {
@@ -149,8 +195,14 @@ fn build_upstream(upstream: RawUpstream, p: &mut Problems) -> UpstreamConfig {
         site_name: required(p, "upstream.site_name", upstream.site_name),
         locale: upstream.locale.unwrap_or_else(|| "en_US".into()),
         api_version: upstream.api_version.unwrap_or_else(|| "latest".into()),
-        connect_timeout: duration(p, "upstream.connect_timeout", upstream.connect_timeout.as_deref(), "5s"),
-        timeout: duration(p, "upstream.timeout", upstream.timeout.as_deref(), "60s"),
+        connect_timeout: duration(
+            p,
+            "upstream.connect_timeout",
+            upstream.connect_timeout.as_deref(),
+            "5s",
+            bounds::WAIT,
+        ),
+        timeout: duration(p, "upstream.timeout", upstream.timeout.as_deref(), "60s", bounds::WAIT),
         ca_file: upstream.ca_file,
         kmauthtoken_extra: extra_fields(p, upstream.kmauthtoken_extra.unwrap_or_default()),
     };
@@ -171,8 +223,20 @@ fn build_api_user(api_user: RawApiUser, p: &mut Problems) -> ApiUser {
 
 fn build_tokens(tokens: RawTokens, p: &mut Problems) -> TokensConfig {
     let out = TokensConfig {
-        lifetime: duration(p, "tokens.lifetime", tokens.lifetime.as_deref(), "24h"),
-        refresh_before: duration(p, "tokens.refresh_before", tokens.refresh_before.as_deref(), "10m"),
+        lifetime: duration(
+            p,
+            "tokens.lifetime",
+            tokens.lifetime.as_deref(),
+            "24h",
+            bounds::LIFETIME,
+        ),
+        refresh_before: duration(
+            p,
+            "tokens.refresh_before",
+            tokens.refresh_before.as_deref(),
+            "10m",
+            Span::up_to(bounds::LIFETIME_MAX),
+        ),
         session_error_codes: tokens
             .session_error_codes
             .unwrap_or_else(|| vec!["OK-SESSION".into(), "OK-GEN0003".into()]),
@@ -181,11 +245,10 @@ fn build_tokens(tokens: RawTokens, p: &mut Problems) -> TokensConfig {
             "tokens.min_relogin_interval",
             tokens.min_relogin_interval.as_deref(),
             "10s",
+            bounds::WAIT_OR_ZERO,
         ),
     };
-    if out.lifetime.is_zero() {
-        p.add("tokens.lifetime", "must be greater than zero");
-    } else if out.refresh_before >= out.lifetime {
+    if out.refresh_before >= out.lifetime {
         p.add("tokens.refresh_before", "must be shorter than tokens.lifetime");
     }
     if out.session_error_codes.iter().any(|c| c.is_empty()) {

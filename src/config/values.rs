@@ -15,11 +15,15 @@ pub fn hash_key(key: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(key))
 }
 
-/// A count that must be at least 1; `default` when unset.
-pub(super) fn positive(p: &mut Problems, key: &str, v: Option<usize>, default: usize) -> usize {
+/// A count from 1 to `max`; `default` when unset.
+pub(super) fn count(p: &mut Problems, key: &str, v: Option<usize>, default: usize, max: usize) -> usize {
     match v {
         Some(0) => {
             p.add(key, "must be at least 1");
+            default
+        }
+        Some(n) if n > max => {
+            p.add(key, format!("must be at most {max}"));
             default
         }
         Some(n) => n,
@@ -65,13 +69,51 @@ pub(super) fn addr(p: &mut Problems, key: &str, v: &str) -> SocketAddr {
     })
 }
 
-/// A humantime duration; `default` (also humantime) when unset.
-pub(super) fn duration(p: &mut Problems, key: &str, v: Option<&str>, default: &str) -> Duration {
-    let v = v.unwrap_or(default);
-    humantime::parse_duration(v).unwrap_or_else(|e| {
-        p.add(key, format!("`{v}` is not a duration like 90s, 10m or 24h ({e})"));
-        Duration::ZERO
-    })
+/// The durations a key accepts: from `min` to `max`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Span {
+    min: Duration,
+    max: Duration,
+}
+
+impl Span {
+    /// From zero to `max`.
+    pub const fn up_to(max: Duration) -> Self {
+        Span {
+            min: Duration::ZERO,
+            max,
+        }
+    }
+
+    /// Greater than zero, at most `max`.
+    pub const fn positive(max: Duration) -> Self {
+        Span {
+            min: Duration::from_nanos(1),
+            max,
+        }
+    }
+
+    /// From `min` to `max`.
+    pub const fn between(min: Duration, max: Duration) -> Self {
+        Span { min, max }
+    }
+}
+
+/// A humantime duration within `span`; `default` (also humantime) when
+/// unset. Out of its span, the problem names the bound, and the default
+/// stands in, so nothing downstream meets the bad value.
+pub(super) fn duration(p: &mut Problems, key: &str, v: Option<&str>, default: &str, span: Span) -> Duration {
+    let fallback = humantime::parse_duration(default).unwrap_or(Duration::from_secs(1));
+    let Some(v) = v else { return fallback };
+    let show = |d| humantime::format_duration(d);
+    match humantime::parse_duration(v) {
+        Ok(d) if d < span.min && span.min <= Duration::from_nanos(1) => p.add(key, "must be greater than zero"),
+        Ok(d) if d < span.min => p.add(key, format!("`{v}` is too short: at least {}", show(span.min))),
+        Ok(d) if d > span.max => p.add(key, format!("`{v}` is too long: at most {}", show(span.max))),
+        Ok(d) => return d,
+        Err(e) => p.add(key, format!("`{v}` is not a duration like 90s, 10m or 24h ({e})")),
+    }
+    fallback
 }
 
 /// Parses `1048576`, `"512KiB"`, `"10MiB"`, `"1GiB"`, `"10MB"`.
@@ -93,27 +135,51 @@ pub fn parse_size(v: &str) -> Option<usize> {
     n.checked_mul(mult)
 }
 
-/// A size: a number of bytes, or a string for [`parse_size`].
-pub(super) fn size(p: &mut Problems, key: &str, v: &toml::Value) -> usize {
+/// A size of at most `max` bytes: a number of bytes, or a string for
+/// [`parse_size`]; `default` when unset (or when the value is bad, so
+/// nothing downstream meets it).
+pub(super) fn size(p: &mut Problems, key: &str, v: Option<&toml::Value>, default: usize, max: usize) -> usize {
+    let Some(v) = v else { return default };
     let parsed = match v {
         toml::Value::Integer(i) => usize::try_from(*i).ok(),
         toml::Value::String(s) => parse_size(s),
         _ => None,
     };
-    parsed.unwrap_or_else(|| {
-        p.add(key, format!("`{v}` is not a size like 10MiB, 512KiB or 1048576"));
-        0
-    })
+    match parsed {
+        Some(n) if n <= max => return n,
+        Some(_) => p.add(key, format!("`{v}` is too large: at most {}", show_size(max))),
+        None => p.add(key, format!("`{v}` is not a size like 10MiB, 512KiB or 1048576")),
+    }
+    default
 }
 
-/// An http(s) URL with a host and no query or fragment, without its
-/// trailing slashes.
+/// `n` bytes in the largest binary unit that divides it.
+fn show_size(n: usize) -> String {
+    match n {
+        n if n >= 1 << 30 && n % (1 << 30) == 0 => format!("{}GiB", n >> 30),
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{}MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{}KiB", n >> 10),
+        n => format!("{n} bytes"),
+    }
+}
+
+/// An http(s) URL with a host, no credentials and no query or fragment,
+/// without its trailing slashes. A message never quotes the URL's
+/// userinfo: a password written there stays out of `check` and the logs.
 pub(super) fn url(p: &mut Problems, key: &str, v: Option<&str>) -> String {
     let Some(v) = v else {
         p.add(key, "missing");
         return String::new();
     };
+    let shown = without_userinfo(v);
     match url::Url::parse(v) {
+        Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+            p.add(
+                key,
+                format!("`{shown}` must not carry credentials (`user:password@`): kmproxy logs in itself"),
+            );
+            String::new()
+        }
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
             if u.query().is_some() || u.fragment().is_some() {
                 p.add(key, "must not have a query or fragment");
@@ -121,13 +187,26 @@ pub(super) fn url(p: &mut Problems, key: &str, v: Option<&str>) -> String {
             v.trim_end_matches('/').to_owned()
         }
         Ok(_) => {
-            p.add(key, format!("`{v}` must be an http:// or https:// URL with a host"));
+            p.add(key, format!("`{shown}` must be an http:// or https:// URL with a host"));
             String::new()
         }
         Err(e) => {
-            p.add(key, format!("`{v}` is not a URL ({e})"));
+            p.add(key, format!("`{shown}` is not a URL ({e})"));
             String::new()
         }
+    }
+}
+
+/// `v` with anything that may be userinfo (up to the last `@` of the
+/// authority) replaced by `***`; parsed or not, so it also covers a URL
+/// the parser refused.
+fn without_userinfo(v: &str) -> std::borrow::Cow<'_, str> {
+    let authority_at = v.find("://").map_or(0, |i| i + 3);
+    let rest = &v[authority_at..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &v[..authority_at], &rest[at..]).into(),
+        None => v.into(),
     }
 }
 
@@ -188,5 +267,44 @@ mod tests {
         assert_eq!(parse_size("1 MB"), Some(1_000_000));
         assert_eq!(parse_size("MiB"), None);
         assert_eq!(parse_size("3 parsecs"), None);
+    }
+
+    #[test]
+    fn userinfo_is_never_quoted() {
+        assert_eq!(without_userinfo("https://u:pw@h.example/x"), "https://***@h.example/x");
+        assert_eq!(without_userinfo("ftp://u:p@w@h/x@y"), "ftp://***@h/x@y");
+        assert_eq!(without_userinfo("u:pw@h.example"), "***@h.example");
+        assert_eq!(without_userinfo("https://h.example/a@b"), "https://h.example/a@b");
+        for bad in [
+            "https://u:pw@h.example",
+            "https://u@h.example",
+            "https://:pw@h",
+            "ftp://u:pw@h",
+            "https://u:pw@[::1",
+        ] {
+            let mut p = Problems::default();
+            url(&mut p, "upstream.base_url", Some(bad));
+            let problems = p.into_vec();
+            assert_eq!(problems.len(), 1, "{bad}: {problems:?}");
+            assert_eq!(problems[0].0, "upstream.base_url");
+            assert!(!problems[0].1.contains("pw"), "{bad}: {}", problems[0].1);
+        }
+    }
+
+    #[test]
+    fn out_of_span_durations_name_their_bound() {
+        let mut p = Problems::default();
+        let hour = Span::positive(Duration::from_secs(3600));
+        assert_eq!(duration(&mut p, "k", Some("2h"), "5s", hour), Duration::from_secs(5));
+        assert_eq!(duration(&mut p, "k", Some("0s"), "5s", hour), Duration::from_secs(5));
+        assert_eq!(duration(&mut p, "k", Some("1h"), "5s", hour), Duration::from_secs(3600));
+        assert_eq!(
+            duration(&mut p, "k", Some("0s"), "5s", Span::up_to(Duration::from_secs(1))),
+            Duration::ZERO
+        );
+        let problems = p.into_vec();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].1.contains("at most 1h"), "{problems:?}");
+        assert!(problems[1].1.contains("greater than zero"), "{problems:?}");
     }
 }

@@ -18,6 +18,8 @@ pub enum ProxyError {
     Caller(#[from] callers::Refusal),
     #[error(transparent)]
     Route(#[from] route::Refusal),
+    #[error(transparent)]
+    Host(#[from] crate::host::Refusal),
     #[error("principal `{0}` needs an `Authorization: Bearer` header from the caller")]
     MissingBearer(String),
     #[error("{0}")]
@@ -64,6 +66,7 @@ impl ProxyError {
                 "KMPROXY-NOT-FOUND",
             ),
             Route(_) => (StatusCode::BAD_REQUEST, "Path not allowed", "KMPROXY-PATH"),
+            Host(_) => (StatusCode::BAD_REQUEST, "Host not allowed", "KMPROXY-HOST"),
             BadKmauthtoken(_) => (StatusCode::BAD_REQUEST, "Invalid kmauthtoken", "KMPROXY-KMAUTHTOKEN"),
             BodyTooLarge(_) => (
                 StatusCode::PAYLOAD_TOO_LARGE,

@@ -147,6 +147,7 @@ async fn forward(
     request_id: &HeaderValue,
     info: &mut CallInfo,
 ) -> Result<Response, ProxyError> {
+    crate::host::check(&req, &live.config.server.allowed_hosts)?;
     let (parts, body) = req.into_parts();
     let config = &live.config;
     // The caller is learnt first, so that even a refused call is counted

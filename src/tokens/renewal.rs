@@ -58,7 +58,9 @@ impl Inner {
                 Err(_) => gate::BACKOFF_MIN,
             };
             drop(inner);
-            if Instant::now() + wait >= expires {
+            // Checked: `wait` may come from an upstream's `Retry-After`,
+            // which no config bound limits.
+            if Instant::now().checked_add(wait).is_none_or(|t| t >= expires) {
                 return; // the next call after expiry logs in on demand
             }
             tokio::time::sleep(wait).await;
