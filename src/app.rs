@@ -10,15 +10,20 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use prometheus_client::metrics::counter::Counter;
 
+use crate::callers::placeholder::Placeholders;
 use crate::config::Config;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::tokens::TokenStore;
+use crate::upstream::links::Links;
 use crate::upstream::{self, HttpClient, Origin};
 
 /// Everything the data path and the admin port need, shared by every call.
 pub struct App {
     live: ArcSwap<Live>,
     pub metrics: Arc<Metrics>,
+    /// The key of client-login placeholders: one per process, so that a
+    /// reload keeps them valid and a restart does not.
+    pub placeholders: Placeholders,
 }
 
 /// The state built from one config.
@@ -38,6 +43,8 @@ pub struct Live {
     pub(crate) ok_counters: Box<[Counter]>,
     /// One permit per call being handled (`server.max_in_flight`).
     pub(crate) in_flight: tokio::sync::Semaphore,
+    /// The upstream URLs to rewrite, unless `rewrite_links` is off.
+    pub(crate) links: Option<Arc<Links>>,
 }
 
 /// Why the state for a config could not be built.
@@ -73,6 +80,13 @@ impl Live {
             content: client.origin(&config.upstream.base_url)?,
             search: client.origin(&config.upstream.search_base_url)?,
             in_flight: tokio::sync::Semaphore::new(config.server.max_in_flight),
+            links: config.upstream.rewrite_links.then(|| {
+                let urls = [
+                    config.upstream.base_url.as_str(),
+                    config.upstream.search_base_url.as_str(),
+                ];
+                Arc::new(Links::new(urls))
+            }),
             caller_labels,
             tokens,
             client,
@@ -90,6 +104,7 @@ impl App {
         Ok(Arc::new(Self {
             live: ArcSwap::from_pointee(Live::build(config, tokens, client, &metrics)?),
             metrics,
+            placeholders: Placeholders::new(),
         }))
     }
 

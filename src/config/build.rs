@@ -205,6 +205,7 @@ fn build_upstream(upstream: RawUpstream, p: &mut Problems) -> UpstreamConfig {
         timeout: duration(p, "upstream.timeout", upstream.timeout.as_deref(), "60s", bounds::WAIT),
         ca_file: upstream.ca_file,
         kmauthtoken_extra: extra_fields(p, upstream.kmauthtoken_extra.unwrap_or_default()),
+        rewrite_links: upstream.rewrite_links.unwrap_or(true),
     };
     if let Some(ca) = &out.ca_file {
         if !ca.is_file() {

@@ -121,6 +121,9 @@ pub struct UpstreamConfig {
     pub ca_file: Option<PathBuf>,
     /// Fields added to every `kmauthtoken` (never the reserved ones).
     pub kmauthtoken_extra: Vec<(String, String)>,
+    /// Upstream URLs in `Location`, `Content-Location` and JSON answers
+    /// point back at kmproxy.
+    pub rewrite_links: bool,
 }
 
 /// `[api_user]`: the Knowledge Advanced API user behind the integration token.

@@ -122,6 +122,7 @@ pub(super) struct RawUpstream {
     pub timeout: Option<String>,
     pub ca_file: Option<PathBuf>,
     pub kmauthtoken_extra: Option<toml::Table>,
+    pub rewrite_links: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]

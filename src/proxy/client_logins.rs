@@ -32,6 +32,9 @@ use crate::callers::{self, Caller, Refusal};
 use crate::config::{Config, PrincipalId, PrincipalKind};
 use crate::kmauthtoken;
 
+/// Largest login body read (a login form or JSON body is tiny).
+pub const MAX_BODY: usize = 64 * 1024;
+
 /// The login calls kmproxy answers itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {

@@ -14,7 +14,6 @@ pub mod body;
 pub mod client_logins;
 pub mod error;
 pub mod headers;
-pub mod links;
 pub mod replay;
 pub mod route;
 
@@ -28,9 +27,9 @@ use tracing::Instrument;
 
 use crate::app::{App, Live};
 use crate::callers::{self, Caller};
-use crate::config::PrincipalKind;
+use crate::config::{ClientLogins, PrincipalKind};
 use crate::kmauthtoken::{self, CallerFields};
-use crate::metrics::{Metrics, RequestLabels};
+use crate::metrics::RequestLabels;
 pub use error::ProxyError;
 use replay::Call;
 use route::Api;
@@ -61,7 +60,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response {
     let mut info = CallInfo::default();
     // Boxed: the call's future is then a few hundred bytes, cheap for
     // hyper to move and store, where inline it would be several KiB.
-    let forwarding = Box::pin(forward(&live, &app.metrics, req, &id, &mut info).instrument(span.clone()));
+    let forwarding = Box::pin(forward(&app, &live, req, &id, &mut info).instrument(span.clone()));
     let mut res = match forwarding.await {
         Ok(res) => res,
         Err(e) => {
@@ -141,8 +140,8 @@ fn new_request_id() -> HeaderValue {
 }
 
 async fn forward(
+    app: &App,
     live: &Live,
-    metrics: &Metrics,
     req: Request<Incoming>,
     request_id: &HeaderValue,
     info: &mut CallInfo,
@@ -150,11 +149,22 @@ async fn forward(
     crate::host::check(&req, &live.config.server.allowed_hosts)?;
     let (parts, body) = req.into_parts();
     let config = &live.config;
+    let client_logins = config.server.client_logins == ClientLogins::Answer;
     // The caller is learnt first, so that even a refused call is counted
     // under it; the path's verdict still comes first.
-    let (caller, principal) = callers::identify(config, &parts.headers);
+    let (caller, principal) = match client_logins {
+        false => callers::identify(config, &parts.headers),
+        true => client_logins::identify(config, &app.placeholders, &parts.headers)?,
+    };
     info.caller = caller;
-    let api = route::classify(&parts.uri)?;
+    let api = match route::classify(&parts.uri) {
+        Err(route::Refusal::AuthPath) if client_logins => {
+            let endpoint = client_logins::endpoint(&parts.method, parts.uri.path()).ok_or(route::Refusal::AuthPath)?;
+            let body = body::read_request(body, client_logins::MAX_BODY).await?;
+            return client_logins::answer(config, &app.placeholders, endpoint, caller, &parts.headers, &body);
+        }
+        api => api?,
+    };
     let principal = principal?;
     info.principal = Some(principal);
     let bearer = matches!(config.principals[principal].kind, PrincipalKind::Bearer);
@@ -179,7 +189,7 @@ async fn forward(
         Api::Search => &live.search,
     };
     let call = Call::new(&parts, body, origin, bearer, caller_fields, request_id, config)?;
-    replay::send(live, metrics, &call, principal, info).await
+    replay::send(live, &app.metrics, &call, principal, info).await
 }
 
 /// Waits up to `server.queue_timeout` for one of the `max_in_flight` slots.

@@ -11,13 +11,14 @@
 //! 2xx answers are never read here; of any other, the first
 //! [`session_error::PEEK_LIMIT`] bytes.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
 use http::request::Parts;
-use http::{HeaderValue, Uri};
+use http::{header, HeaderValue, Uri};
 use http_body_util::Full;
 
 use super::body::{IdleTimeout, Peeked};
@@ -28,6 +29,7 @@ use crate::kmauthtoken::{self, CallerFields};
 use crate::metrics::Metrics;
 use crate::session_error;
 use crate::tokens::Credentials;
+use crate::upstream::links::{self, Links, Rewritten, Target};
 use crate::upstream::{self, Origin};
 
 /// A call ready to be sent (and sent again): everything but the tokens.
@@ -79,6 +81,15 @@ impl<'a> Call<'a> {
         })
     }
 
+    /// kmproxy's address as the caller reached it: its `Host` (or, over
+    /// HTTP/2, the `:authority`), checked already.
+    fn host(&self) -> Option<&str> {
+        match self.parts.headers.get(header::HOST) {
+            Some(h) => h.to_str().ok(),
+            None => self.parts.uri.authority().map(|a| a.as_str()),
+        }
+    }
+
     /// The upstream request carrying `creds`.
     fn request(&self, creds: &Credentials, live: &Live) -> http::Request<Full<Bytes>> {
         let mut req = http::Request::new(Full::new(self.body.clone()));
@@ -126,7 +137,33 @@ pub async fn send(
             }
         };
         headers::strip_hop_by_hop(res.headers_mut());
+        if let Some(links) = &live.links {
+            rewrite_links(&mut res, links, call);
+        }
         return Ok(res);
+    }
+}
+
+/// Links stay on the proxy: upstream URLs in `Location`,
+/// `Content-Location` and a JSON answer's strings point at kmproxy as the
+/// caller reached it. Answers with neither cost two header lookups.
+fn rewrite_links(res: &mut Response, links: &Arc<Links>, call: &Call<'_>) {
+    let headers = res.headers();
+    let located = headers.contains_key(header::LOCATION) || headers.contains_key(header::CONTENT_LOCATION);
+    let json = call.parts.method != http::Method::HEAD && links::is_plain_json(headers);
+    if !located && !json {
+        return;
+    }
+    let Some(host) = call.host() else { return };
+    let to = Target::at(host);
+    if located {
+        links.rewrite_headers(res.headers_mut(), &to);
+    }
+    if json {
+        // The length changes: the answer goes out chunked.
+        res.headers_mut().remove(header::CONTENT_LENGTH);
+        let body = std::mem::take(res.body_mut());
+        *res.body_mut() = Body::new(Rewritten::new(body, Arc::clone(links), to));
     }
 }
 

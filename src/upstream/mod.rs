@@ -11,6 +11,7 @@
 //! connection back when read (see BENCHMARKS.md for what this bought).
 
 pub mod error;
+pub mod links;
 pub mod pool;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -276,6 +277,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             ca_file: None,
             kmauthtoken_extra: Vec::new(),
+            rewrite_links: true,
         };
         super::client(&cfg).expect("client")
     }
