@@ -1,13 +1,15 @@
 //! Bodies on the data path: the caller's request body, read whole up to
 //! `max_body` (it must be replayable after a session error, and a body over
-//! the limit must not reach the upstream at all); and the upstream's error
-//! answers, of which only a bounded prefix is read to look for a session
-//! error before the whole answer is streamed on.
+//! the limit must not reach the upstream at all); and the upstream's
+//! answers, of which only as much is read as tells a session error from an
+//! ordinary answer ([`examine`]) before the whole answer is streamed on,
+//! byte for byte as the upstream sent it.
 
+use crate::session_error::{self, Opening};
 use crate::upstream::PooledBody;
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::ProxyError;
@@ -34,49 +36,184 @@ where
 }
 
 /// The first bytes of an upstream answer, and the rest still unread.
-pub struct Peeked {
-    /// Up to the limit (or the whole body, when it was shorter).
+pub struct Peeked<B = PooledBody> {
+    /// What has been read so far: nothing, the first frame (not copied),
+    /// or up to a limit.
     pub prefix: Bytes,
-    rest: Option<PooledBody>,
+    /// The unread rest; `None` once the body has ended (so its connection
+    /// is already free).
+    rest: Option<B>,
 }
 
-impl Peeked {
+impl<B> Peeked<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    /// Nothing read yet.
+    pub fn new(body: B) -> Self {
+        Self {
+            prefix: Bytes::new(),
+            rest: Some(body),
+        }
+    }
+
     /// Reads up to `limit` bytes of `body`.
-    pub async fn read(mut body: PooledBody, limit: usize) -> Result<Self, hyper::Error> {
-        let mut buf = BytesMut::new();
+    pub async fn read(body: B, limit: usize) -> Result<Self, B::Error> {
+        Self::new(body).fill(limit).await
+    }
+
+    /// True once the whole body is in `prefix`.
+    pub fn is_whole(&self) -> bool {
+        self.rest.is_none()
+    }
+
+    /// Reads on until `prefix` holds at least `limit` bytes or the body ends.
+    pub async fn fill(mut self, limit: usize) -> Result<Self, B::Error> {
+        let mut buf = BytesMut::from(std::mem::take(&mut self.prefix));
         while buf.len() < limit {
+            match self.next_data().await? {
+                Some(data) => buf.extend_from_slice(&data),
+                None => break,
+            }
+        }
+        self.prefix = buf.freeze();
+        Ok(self)
+    }
+
+    /// Reads one more data frame; the first one is kept as it came, not copied.
+    pub async fn read_frame(mut self) -> Result<Self, B::Error> {
+        if let Some(data) = self.next_data().await? {
+            self.prefix = if self.prefix.is_empty() {
+                data
+            } else {
+                let mut buf = BytesMut::from(std::mem::take(&mut self.prefix));
+                buf.extend_from_slice(&data);
+                buf.freeze()
+            };
+        }
+        Ok(self)
+    }
+
+    /// The next data frame (trailers are not forwarded); `None` at the end,
+    /// when the body is dropped so that its connection is free.
+    async fn next_data(&mut self) -> Result<Option<Bytes>, B::Error> {
+        while let Some(body) = self.rest.as_mut() {
             match body.frame().await {
-                None => {
-                    return Ok(Self {
-                        prefix: buf.freeze(),
-                        rest: None,
-                    })
-                }
+                None => self.rest = None,
                 Some(frame) => {
                     if let Ok(data) = frame?.into_data() {
-                        buf.extend_from_slice(&data);
+                        return Ok(Some(data));
                     }
                 }
             }
         }
-        Ok(Self {
-            prefix: buf.freeze(),
-            rest: Some(body),
+        Ok(None)
+    }
+}
+
+impl<B> Peeked<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    /// The whole answer again: the prefix, then the unread rest, streamed
+    /// (failing if the rest stalls for `idle`). One allocation, as for an
+    /// answer passed on without peeking.
+    pub fn into_body(self, idle: std::time::Duration) -> Body {
+        Body::new(Prefixed {
+            prefix: Some(self.prefix).filter(|p| !p.is_empty()),
+            rest: self.rest.map(|rest| IdleTimeout::new(rest, idle)),
         })
     }
+}
 
-    /// The whole answer again: the prefix, then the unread rest, streamed
-    /// (failing if the rest stalls for `idle`).
-    pub fn into_body(self, idle: std::time::Duration) -> Body {
-        match self.rest {
-            None => Body::from(self.prefix),
-            Some(rest) => {
-                let rest = IdleTimeout::new(rest, idle);
-                let head = futures_util::stream::once(std::future::ready(Ok::<_, axum::Error>(self.prefix)));
-                let tail = rest.into_data_stream().map(|r| r.map_err(axum::Error::new));
-                Body::from_stream(head.chain(tail))
+/// Reads as much of an upstream answer as tells a session error from an
+/// ordinary answer, and returns the verdict with the answer, nothing lost:
+///
+/// - an answer whose headers say it cannot be an error document (HTML,
+///   text, an unknown coding) is not read at all;
+/// - a non-2xx answer: its first [`session_error::PEEK_LIMIT`] bytes;
+/// - a 2xx answer that may be JSON: its first frame, looked at in place
+///   (decoded into a small stack buffer when content-encoded), and further
+///   frames only while too few bytes have come to tell; only an answer that
+///   opens with `{"errors":` is read on to the limit and parsed.
+pub async fn examine<B>(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: B,
+    codes: &[String],
+) -> Result<(bool, Peeked<B>), B::Error>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    let peeked = Peeked::new(body);
+    let Some(reading) = session_error::Reading::of(headers) else {
+        return Ok((false, peeked));
+    };
+    if !status.is_success() {
+        let peeked = peeked.fill(session_error::PEEK_LIMIT).await?;
+        return Ok((reading.is_session_error(&peeked.prefix, codes), peeked));
+    }
+    if !reading.may_be_json() {
+        return Ok((false, peeked));
+    }
+    let mut peeked = peeked.read_frame().await?;
+    loop {
+        match reading.opening(&peeked.prefix) {
+            Opening::Other => return Ok((false, peeked)),
+            Opening::Undecided if peeked.is_whole() => return Ok((false, peeked)),
+            Opening::Undecided => peeked = peeked.read_frame().await?,
+            Opening::Errors => {
+                let peeked = peeked.fill(session_error::PEEK_LIMIT).await?;
+                return Ok((reading.is_session_error(&peeked.prefix, codes), peeked));
             }
         }
+    }
+}
+
+/// An answer's first bytes, already read, then the rest of it.
+struct Prefixed<B> {
+    prefix: Option<Bytes>,
+    rest: Option<IdleTimeout<B>>,
+}
+
+impl<B> http_body::Body for Prefixed<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if let Some(prefix) = self.prefix.take() {
+            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(prefix))));
+        }
+        match self.rest.as_mut() {
+            Some(rest) => std::pin::Pin::new(rest).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.is_none() && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        let rest = self
+            .rest
+            .as_ref()
+            .map_or(http_body::SizeHint::with_exact(0), |r| r.size_hint());
+        let len = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
+        let mut hint = http_body::SizeHint::new();
+        hint.set_lower(rest.lower().saturating_add(len));
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper.saturating_add(len));
+        }
+        hint
     }
 }
 
