@@ -113,7 +113,7 @@ async fn refused_callers_reach_nothing_upstream() {
             "KMPROXY-KMAUTHTOKEN",
         ),
         (
-            &[("kmauthtoken", r#"{"localeId":5}"#)],
+            &[("kmauthtoken", r#"{"localeId":{"tag":"en_US"}}"#)],
             StatusCode::BAD_REQUEST,
             "KMPROXY-KMAUTHTOKEN",
         ),
