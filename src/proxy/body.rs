@@ -290,3 +290,121 @@ where
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+    use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
+    use http::HeaderValue;
+    use std::convert::Infallible;
+    use std::time::Duration;
+
+    type Frames = http_body_util::StreamBody<
+        futures_util::stream::BoxStream<'static, Result<http_body::Frame<Bytes>, Infallible>>,
+    >;
+
+    /// A body of `chunks` that then never ends (no more data, no end): any
+    /// read past the chunks would hang.
+    fn hanging(chunks: &[&'static [u8]]) -> Frames {
+        let frames: Vec<_> = chunks
+            .iter()
+            .map(|c| Ok(http_body::Frame::data(Bytes::from_static(c))))
+            .collect();
+        http_body_util::StreamBody::new(
+            futures_util::stream::iter(frames)
+                .chain(futures_util::stream::pending())
+                .boxed(),
+        )
+    }
+
+    fn headers(content_type: &'static str, coding: Option<&'static str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if let Some(c) = coding {
+            h.insert(CONTENT_ENCODING, HeaderValue::from_static(c));
+        }
+        h
+    }
+
+    fn codes() -> Vec<String> {
+        vec!["OK-SESSION".into(), "OK-GEN0003".into()]
+    }
+
+    async fn examine_now(status: u16, h: &HeaderMap, body: Frames) -> (bool, Peeked<Frames>) {
+        let status = StatusCode::from_u16(status).expect("a status");
+        let codes = codes();
+        tokio::time::timeout(Duration::from_secs(5), examine(status, h, body, &codes))
+            .await
+            .expect("examine must not wait for data it does not need")
+            .expect("infallible")
+    }
+
+    #[tokio::test]
+    async fn an_ordinary_2xx_is_judged_on_its_first_frame_kept_as_it_came() {
+        let first: &'static [u8] = br#"{"items":[{"title":"errors"}"#;
+        let (expired, peeked) = examine_now(200, &headers("application/json", None), hanging(&[first, b"]}"])).await;
+        assert!(!expired);
+        assert_eq!(peeked.prefix.as_ptr(), first.as_ptr(), "the first frame, not a copy");
+        assert!(!peeked.is_whole());
+    }
+
+    #[tokio::test]
+    async fn a_2xx_that_is_not_json_or_a_non_2xx_html_page_is_not_read() {
+        for (status, ct) in [
+            (200, "application/xml"),
+            (200, "application/octet-stream"),
+            (401, "text/html"),
+        ] {
+            let (expired, peeked) = examine_now(status, &headers(ct, None), hanging(&[])).await;
+            assert!(!expired && peeked.prefix.is_empty(), "{status} {ct}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_errors_opening_split_across_frames_is_read_on_and_checked() {
+        let body = || {
+            let frames = [&b" {"[..], b" \"err", b"ors\": [{\"code\":\"OK-", b"GEN0003\"}]}"];
+            http_body_util::StreamBody::new(
+                futures_util::stream::iter(frames.map(|f| Ok(http_body::Frame::data(Bytes::from_static(f))))).boxed(),
+            )
+        };
+        let (expired, peeked) = examine_now(200, &headers("application/json", None), body()).await;
+        assert!(expired);
+        assert!(peeked.is_whole());
+        assert_eq!(
+            peeked.prefix,
+            Bytes::from_static(br#" { "errors": [{"code":"OK-GEN0003"}]}"#)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_compressed_2xx_is_judged_on_a_few_decoded_bytes() {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(&br#"{"items":[],"hasMore":false}"#.repeat(500))
+            .expect("in memory");
+        let gz: &'static [u8] = Vec::leak(e.finish().expect("in memory"));
+        let (head, tail) = gz.split_at(gz.len() / 2);
+        let (expired, peeked) =
+            examine_now(200, &headers("application/json", Some("gzip")), hanging(&[head, tail])).await;
+        assert!(!expired);
+        assert_eq!(peeked.prefix.len(), head.len(), "only the first frame was read");
+    }
+
+    #[tokio::test]
+    async fn the_answer_goes_on_byte_for_byte_with_its_size() {
+        let (_, peeked) = examine_now(401, &headers("application/json", None), {
+            let frames = [&b"{\"error\":"[..], b"{\"errorCode\":\"OK-SEC0012\"}}"];
+            http_body_util::StreamBody::new(
+                futures_util::stream::iter(frames.map(|f| Ok(http_body::Frame::data(Bytes::from_static(f))))).boxed(),
+            )
+        })
+        .await;
+        let expected = br#"{"error":{"errorCode":"OK-SEC0012"}}"#;
+        let body = peeked.into_body(Duration::from_secs(1));
+        assert_eq!(http_body::Body::size_hint(&body).exact(), Some(expected.len() as u64));
+        let bytes = body.collect().await.expect("whole").to_bytes();
+        assert_eq!(bytes, Bytes::from_static(expected));
+    }
+}
