@@ -16,6 +16,12 @@ use sha2::{Digest, Sha256};
 
 type Headers<'a> = &'a [(&'a str, &'a str)];
 
+/// The allocations `f` makes on this thread (`allocation-counter`
+/// replaces this test binary's global allocator with a counting one).
+fn allocations_in(f: impl FnOnce()) -> u64 {
+    allocation_counter::measure(f).count_total
+}
+
 fn integration_logins(env: &Env) -> u64 {
     env.simulator().logins(LoginKind::Integration, None, LoginOutcome::Ok)
 }
@@ -64,6 +70,43 @@ async fn across_expiry(
         env.simulator().request_count() - requests,
     );
     (a, cost.0, cost.1)
+}
+
+#[test]
+fn an_ordinary_2xx_costs_the_check_no_allocation() {
+    use kmproxy::session_error::{Opening, Reading};
+    let mut headers = http::HeaderMap::new();
+    headers.insert("content-type", "application/json; charset=UTF-8".parse().unwrap());
+    let first = br#"{"items":[{"answerId":1000077,"title":"Registration"}],"hasMore":false}"#;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &first.repeat(100)).unwrap();
+    let gz = gz.finish().unwrap();
+    let identity = allocations_in(|| {
+        let reading = Reading::of(&headers).unwrap();
+        assert_eq!(reading.opening(first), Opening::Other);
+    });
+    assert_eq!(identity, 0, "identity");
+    headers.insert("content-encoding", "gzip".parse().unwrap());
+    let gzip = allocations_in(|| {
+        let reading = Reading::of(&headers).unwrap();
+        assert_eq!(reading.opening(&gz), Opening::Other);
+    });
+    assert_eq!(gzip, 0, "gzip: inflated into a buffer on the stack");
+    // brotli's decoder allocates its tables (within its budget): a few
+    // allocations, counted here so that the counter is seen to count.
+    let mut br = Vec::new();
+    std::io::Write::write_all(
+        &mut brotli::CompressorWriter::new(&mut br, 4096, 5, 22),
+        &first.repeat(100),
+    )
+    .unwrap();
+    headers.insert("content-encoding", "br".parse().unwrap());
+    let brotli = allocations_in(|| {
+        let reading = Reading::of(&headers).unwrap();
+        assert_eq!(reading.opening(&br), Opening::Other);
+    });
+    eprintln!("brotli opening: {brotli} allocations");
+    assert!((1..=64).contains(&brotli), "{brotli}");
 }
 
 #[tokio::test]

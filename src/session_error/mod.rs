@@ -174,19 +174,25 @@ fn opening(bytes: &[u8], whole: bool) -> Opening {
     }
 }
 
-/// The syntax `Content-Type` declares; `None` for any other type.
+/// The syntax `Content-Type` declares; `None` for any other type. Read in
+/// place, with no allocation (it runs for every answer).
 fn syntax(headers: &HeaderMap) -> Option<Syntax> {
     let Some(value) = headers.get(CONTENT_TYPE) else {
         return Some(Syntax::Either);
     };
-    let essence = value.to_str().ok()?.split(';').next()?.trim().to_ascii_lowercase();
-    match essence.as_str() {
-        "application/json" | "text/json" => Some(Syntax::Json),
-        "application/xml" | "text/xml" => Some(Syntax::Xml),
-        "application/xhtml+xml" => None,
-        t if t.ends_with("+json") => Some(Syntax::Json),
-        t if t.ends_with("+xml") => Some(Syntax::Xml),
-        _ => None,
+    let essence = value.as_bytes().split(|b| *b == b';').next()?.trim_ascii();
+    let is = |t: &str| essence.eq_ignore_ascii_case(t.as_bytes());
+    let ends = |suffix: &str| {
+        essence.len() > suffix.len() && essence[essence.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+    };
+    if is("application/json") || is("text/json") || ends("+json") {
+        Some(Syntax::Json)
+    } else if is("application/xhtml+xml") {
+        None
+    } else if is("application/xml") || is("text/xml") || ends("+xml") {
+        Some(Syntax::Xml)
+    } else {
+        None
     }
 }
 
