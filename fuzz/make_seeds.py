@@ -69,7 +69,13 @@ MERGE = {
                '"referrer":"https://support.example.com/answers","querySource":"SEARCH",'
                '"appId":"helpcenter","captureAnalytics":"true",'
                '"knowledgeInteractionId":"06c7c2e8-6d1b-4a8e-9c77-0f0e1a2b3c4d"}'),
-    # nulls count as absent; escapes and raw non-ASCII in values.
+    # What Oracle's own clients send: typed values, billing fields, an empty userToken.
+    "typed_oracle_client": dict(
+        site="ORACLE_KNOWLEDGE", integration=INT, user=USR,
+        extra=[("interfaceId", "1")], locale="en_US",
+        caller='{"interfaceId":1,"captureAnalytics":true,"billableSessionId":"b1",'
+               '"requiresBillable":false,"clientIP":"10.0.0.1","userToken":"","querySource":1.50}'),
+    # nulls are kept as the caller's null; escapes and raw non-ASCII in values.
     "nulls_unicode": dict(
         site="SITE", integration="INT+/=", user="USR", extra=[("localeId", "de_DE")],
         locale="en_US",
@@ -112,19 +118,44 @@ SESSION = {
                     "<body>OK-SESSION0003</body></html>",
     "json_code_in_title": '{"title":"OK-SESSION0003","status":401}',
     "json_escaped_code": '{"error":{"errorCode":"OK-SESSION\\u00300003"}}',
+    # The other JSON shapes: search / Customer Portal, and error as a list.
+    "json_errors_list": '{"errors":[{"code":"OK-GEN0003","title":"The token is invalid or has expired"}]}',
+    "json_error_list": '{"error":[{"code":"OK-GEN0003"}]}',
+    # Caller text echoed by an error page and a JSON title.
+    "html_echo": "<!doctype html><html><body><p>The query could not be read: "
+                 "q=<errorCode>OK-SESSION0003</errorCode></p></body></html>",
+    "json_echo": '{"title":"No results for q=<errorCode>OK-SESSION0003</errorCode>","items":[]}',
 }
+
+# session_error_detect's first byte: content type (low two bits: none, JSON,
+# XML, HTML) and coding (bits 4-5: identity, gzip, deflate, br).
+CHOICE = {"json": 1, "xml": 2, "html": 3}
+
+
+def session_seed(name, body):
+    kind = name.split("_")[0]
+    return bytes([CHOICE.get(kind, 0)]) + body.encode()
 
 
 def main():
     for target, seeds in (("kmauthtoken_merge", MERGE), ("session_error_detect", SESSION)):
         d = os.path.join(HERE, "corpus", target)
         os.makedirs(d, exist_ok=True)
+        if target == "session_error_detect":
+            # Compressed seeds: the same documents gzip- and deflate-encoded (no brotli in the standard library).
+            import gzip, zlib
+            for name in ("json_session_expired", "json_errors_list", "xml_session_expired"):
+                body = seeds[name].encode()
+                kind = CHOICE[name.split("_")[0]]
+                for coding, enc in ((1, gzip.compress(body)), (2, zlib.compress(body))):
+                    with open(os.path.join(d, f"{name}_{['', 'gzip', 'deflate'][coding]}"), "wb") as f:
+                        f.write(bytes([kind | coding << 4]) + enc)
         for name, s in seeds.items():
             if target == "kmauthtoken_merge":
                 data = encode(s["site"], s["integration"], s["user"], s["extra"], s["locale"],
                               s["caller"].encode())
             else:
-                data = s.encode()
+                data = session_seed(name, s)
             with open(os.path.join(d, name), "wb") as f:
                 f.write(data)
 

@@ -25,7 +25,8 @@
 //! - [`callers`]: caller key / default / act-as → principal.
 //! - [`tokens`]: the token cache, single-flight logins, renewal, lockout gate.
 //! - [`kmauthtoken`]: parse a caller's header, build the upstream's.
-//! - [`session_error`]: recognise `OK-SESSION…` answers in JSON or XML.
+//! - [`session_error`]: recognise session errors: Oracle's error documents
+//!   in any shape, JSON or XML, content-encoded or not, parsed as documents.
 //! - [`upstream`]: the one HTTP/1.1 client (rustls), origins and their idle
 //!   connections, and its typed errors.
 //! - [`metrics`]: the Prometheus registry.

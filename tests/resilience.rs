@@ -364,8 +364,8 @@ async fn hostile_kmauthtoken_values_get_400() {
         (huge.as_str(), "huge"),
         ("not json at all", "not JSON"),
         (nested.as_str(), "deeply nested"),
-        (r#"{"localeId":["en_US"]}"#, "non-string value"),
-        (r#"{"knowledgeInteractionId":true}"#, "non-string value"),
+        (r#"{"localeId":["en_US"]}"#, "a list value"),
+        (r#"{"captureAnalytics":{"on":true}}"#, "an object value"),
         ("[]", "not an object"),
     ] {
         let a = env.get("/km/api/latest/content", &[("kmauthtoken", value)]).await;

@@ -34,9 +34,13 @@ impl Answer {
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+    /// The code of an Oracle error answer: `error.errorCode` (content API)
+    /// or `errors[0].code` (search API).
     fn error_code(&self) -> String {
-        self.json()["error"]["errorCode"]
+        let json = self.json();
+        json["error"]["errorCode"]
             .as_str()
+            .or(json["errors"][0]["code"].as_str())
             .expect("Oracle-shaped error")
             .to_owned()
     }

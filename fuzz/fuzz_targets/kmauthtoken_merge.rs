@@ -8,13 +8,15 @@
 //! - `siteName`, `integrationUserToken` and `userToken` are exactly
 //!   kmproxy's (and `userToken` is absent when kmproxy has none);
 //! - every other key is in `CALLER_FIELDS` or in `Defaults.extra`;
-//! - precedence: caller's kept string > `kmauthtoken_extra` > `locale`.
+//! - a caller's kept field keeps its JSON type and value (string, number,
+//!   boolean or null), whatever token fields came with it;
+//! - precedence: caller's kept field > `kmauthtoken_extra` > `locale`.
 //!
 //! Input layout (`arbitrary`): the token strings and configured fields
 //! first, then the rest of the input, untouched, as the caller's header.
 #![no_main]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use arbitrary::Arbitrary;
@@ -24,6 +26,7 @@ use kmproxy::kmauthtoken::{
 };
 use libfuzzer_sys::fuzz_target;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 #[derive(Debug, Arbitrary)]
@@ -89,14 +92,19 @@ fuzz_target!(|input: Input<'_>| {
             return;
         }
     };
-    // The reference model of what the caller sent.
-    let sent: Map<String, Value> = serde_json::from_slice(raw).expect("CallerFields::parse accepted a non-object");
+    // The reference model of what the caller sent: its kept fields, read
+    // from the text it wrote (other values are skipped unread, as kmproxy does).
+    let object: BTreeMap<String, &RawValue> =
+        serde_json::from_slice(raw).expect("CallerFields::parse accepted a non-object");
+    let sent: Map<String, Value> = CALLER_FIELDS
+        .iter()
+        .filter_map(|f| object.get(*f).map(|v| ((*f).to_owned(), v.get())))
+        .map(|(f, v)| (f, serde_json::from_str(v).expect("a kept value parses")))
+        .collect();
     assert!(raw.len() <= MAX_CALLER_LEN, "accepted an over-long header");
     assert_eq!(
         caller.is_empty(),
-        !CALLER_FIELDS
-            .iter()
-            .any(|f| matches!(sent.get(*f), Some(Value::String(_)))),
+        !CALLER_FIELDS.iter().any(|f| sent.contains_key(*f)),
         "is_empty disagrees with the kept fields"
     );
     check(&input, &defaults, &prefix, &caller, &sent);
@@ -108,16 +116,27 @@ fn check_refusal(raw: &[u8], e: &CallerTokenError) {
         assert_eq!(*e, CallerTokenError::TooLong);
         return;
     }
-    let sent = serde_json::from_slice::<Map<String, Value>>(raw);
+    let sent = serde_json::from_slice::<BTreeMap<String, &RawValue>>(raw);
     match (e, sent) {
         (CallerTokenError::NotJson, Err(_)) => {}
-        (CallerTokenError::NotString(f), Ok(m)) => {
+        // A kept value no JSON parser can hold: a lone surrogate, `1e400`.
+        (CallerTokenError::NotJson, Ok(m)) => assert!(
+            CALLER_FIELDS.iter().any(|f| m
+                .get(*f)
+                .is_some_and(|v| serde_json::from_str::<Value>(v.get()).is_err())),
+            "refused as not JSON: {m:?}"
+        ),
+        (CallerTokenError::NotScalar(f), Ok(m)) => {
             assert!(CALLER_FIELDS.contains(f));
-            assert!(!matches!(m.get(*f), None | Some(Value::Null | Value::String(_))));
+            assert!(m[*f].get().starts_with(['{', '[']));
         }
         (CallerTokenError::InteractionIdTooLong, Ok(m)) => {
-            let id = m["knowledgeInteractionId"].as_str().expect("a string");
-            assert!(id.chars().count() > MAX_INTERACTION_ID);
+            let raw = m["knowledgeInteractionId"].get();
+            let long = match serde_json::from_str::<Value>(raw) {
+                Ok(Value::String(id)) => id.chars().count() > MAX_INTERACTION_ID,
+                _ => raw.len() > MAX_INTERACTION_ID,
+            };
+            assert!(long, "refused a short knowledgeInteractionId: {raw}");
         }
         (e, sent) => panic!("refusal {e:?} for input that parses as {sent:?}"),
     }
@@ -161,23 +180,22 @@ fn check(input: &Input<'_>, defaults: &Defaults, prefix: &Prefix, caller: &Calle
             CALLER_FIELDS.contains(&k.as_str()) || configured.is_some(),
             "unexpected key {k:?}"
         );
-        let val = val.as_str().expect("every value is a string");
-        // Precedence: caller's kept string, then configured, then locale.
+        // Precedence: caller's kept field (its type and value), then configured, then locale.
         let expected = match sent.get(k) {
-            Some(Value::String(s)) if CALLER_FIELDS.contains(&k.as_str()) => s.as_str(),
-            _ => match configured {
-                Some((_, ev)) => ev.as_str(),
+            Some(v) if CALLER_FIELDS.contains(&k.as_str()) => v.clone(),
+            _ => Value::String(match configured {
+                Some((_, ev)) => ev.clone(),
                 None => {
                     assert_eq!(k, "localeId", "caller field {k:?} the caller did not send");
-                    defaults.locale.as_str()
+                    defaults.locale.clone()
                 }
-            },
+            }),
         };
-        assert_eq!(val, expected, "wrong value for {k:?}");
+        assert_eq!(*val, expected, "wrong value for {k:?}");
     }
     // Nothing the caller or the config supplied is lost.
     for f in CALLER_FIELDS {
-        if matches!(sent.get(*f), Some(Value::String(_))) {
+        if sent.contains_key(*f) {
             assert!(m.contains_key(*f), "caller field {f:?} dropped");
         }
     }

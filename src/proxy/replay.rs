@@ -7,9 +7,10 @@
 //! last session-error re-login.
 //!
 //! One [`exchange`] sends the call and reads just enough of the answer to
-//! tell an ordinary answer (streamed on untouched) from a session error:
-//! 2xx answers are never read here; of any other, the first
-//! [`session_error::PEEK_LIMIT`] bytes.
+//! tell an ordinary answer (streamed on untouched) from a session error
+//! ([`body::examine`]): of a non-2xx answer, the first
+//! [`crate::session_error::PEEK_LIMIT`] bytes; of a 2xx answer, its first frame,
+//! and more only when it opens an `errors` document.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,13 +22,12 @@ use http::request::Parts;
 use http::{header, HeaderValue, Uri};
 use http_body_util::Full;
 
-use super::body::{IdleTimeout, Peeked};
+use super::body;
 use super::{headers, CallInfo, ProxyError};
 use crate::app::Live;
 use crate::config::{Config, PrincipalId};
 use crate::kmauthtoken::{self, CallerFields};
 use crate::metrics::Metrics;
-use crate::session_error;
 use crate::tokens::Credentials;
 use crate::upstream::links::{self, Links, Rewritten, Target};
 use crate::upstream::{self, Origin};
@@ -185,14 +185,11 @@ async fn exchange(
         let head_after = sent.elapsed();
         metrics.upstream_seconds.observe(head_after.as_secs_f64());
         info.upstream = Some(info.upstream.unwrap_or_default() + head_after);
-        if res.status().is_success() {
-            return Ok(Outcome::Answer(res.map(|b| Body::new(IdleTimeout::new(b, timeout)))));
-        }
         let (head, incoming) = res.into_parts();
-        let peeked = Peeked::read(incoming, session_error::PEEK_LIMIT)
+        let codes = &live.config.tokens.session_error_codes;
+        let (expired, peeked) = body::examine(head.status, &head.headers, incoming, codes)
             .await
             .map_err(|e| upstream::Error::exchange(std::sync::Arc::clone(call.origin.name()), e))?;
-        let expired = session_error::is_session_error(&peeked.prefix, &live.config.tokens.session_error_codes);
         let res = Response::from_parts(head, peeked.into_body(timeout));
         Ok::<_, upstream::Error>(if expired {
             Outcome::SessionExpired(res)

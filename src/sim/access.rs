@@ -53,7 +53,7 @@ pub(crate) fn authorize_call(
     if !site_matches(shared, token.get("siteName")) {
         return Err(OracleError::wrong_site());
     }
-    let expired = || OracleError::session_expired(api, format);
+    let expired = || OracleError::session_expired_as(api, format, shared.session_error_shape());
     if shared.take_session_error() {
         return Err(expired());
     }

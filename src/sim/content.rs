@@ -185,6 +185,7 @@ fn article_not_found() -> OracleError {
         kind: "VALIDATION",
         detail: None,
         retry_after: None,
+        shape: super::errors::Shape::Object,
     }
 }
 

@@ -2,16 +2,21 @@
 //!
 //! Knowledge Advanced reports failures as
 //! `{"error":{"title","errorPath","errorCode","type","detail"},"errorDetails":[]}`
-//! (or the same fields under `<error>` in XML). This module owns every error
-//! the simulator can send, its error code and its HTTP status.
+//! (or the same fields under `<error>` in XML, when `Accept` mentions xml).
+//! This module owns every error the simulator can send, its error code, its
+//! HTTP status and its shape.
 //!
 //! Session errors deliberately do **not** share one HTTP status, so that a
 //! client has to read the body (`errorCode`) rather than the status:
 //!
-//! | API | error code | JSON status | XML status |
-//! |---|---|---|---|
-//! | content (`/km/api/`) | `OK-SESSION0003` | 401 | 400 |
-//! | search (`/srt/api/`) | `OK-GEN0003` | 403 | 403 |
+//! | API | error code | JSON status | XML status | JSON shape |
+//! |---|---|---|---|---|
+//! | content (`/km/api/`) | `OK-SESSION0003` | 401 | 400 | `{"error":{"errorCode":..}}` |
+//! | search (`/srt/api/`) | `OK-GEN0003` | 403 | 403 | `{"errors":[{"code":..}]}` |
+//!
+//! [`SessionShape`] (`Simulator::set_session_error_shape`, opt-in) sends
+//! every session error in one JSON shape instead, or as the Customer
+//! Portal's token error: `{"errors":[{"code":"OK-GEN0003"}]}` with status 200.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -64,6 +69,51 @@ fn accept(headers: &axum::http::HeaderMap) -> String {
         .to_ascii_lowercase()
 }
 
+/// The JSON shape of an error answer (XML is always `<error>`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// `{"error":{"errorCode":..,..},"errorDetails":[]}`: the content API.
+    Object,
+    /// `{"errors":[{"code":..,..}]}`: the search API, the Customer Portal.
+    Errors,
+    /// `{"error":[{"code":..,..}]}`.
+    List,
+}
+
+/// How session errors are sent, whatever the API (opt-in).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SessionShape {
+    /// Per API, as Oracle does (the default): content `{"error":{..}}`,
+    /// search `{"errors":[..]}`.
+    #[default]
+    ByApi,
+    /// Always `{"error":{"errorCode":..}}`.
+    Object,
+    /// Always `{"errors":[{"code":..}]}`.
+    Errors,
+    /// Always `{"error":[{"code":..}]}`.
+    List,
+    /// The Customer Portal's token error: `{"errors":[{"code":"OK-GEN0003"}]}`
+    /// with status 200 (JSON; XML keeps its usual answer).
+    Portal,
+}
+
+impl SessionShape {
+    /// Every value, in the order of their codes.
+    pub(crate) const ALL: [SessionShape; 5] = [Self::ByApi, Self::Object, Self::Errors, Self::List, Self::Portal];
+
+    /// The name used by the `/__sim/session-error-shape` hook.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ByApi => "api",
+            Self::Object => "object",
+            Self::Errors => "errors",
+            Self::List => "list",
+            Self::Portal => "portal",
+        }
+    }
+}
+
 /// One error answer: status plus the fields of Oracle's error object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct OracleError {
@@ -74,6 +124,8 @@ pub(crate) struct OracleError {
     pub(crate) detail: Option<String>,
     /// `Retry-After` in seconds, sent as a header (injected login faults only).
     pub(crate) retry_after: Option<u64>,
+    /// Its JSON shape.
+    pub(crate) shape: Shape,
 }
 
 impl OracleError {
@@ -85,6 +137,7 @@ impl OracleError {
             kind: "VALIDATION",
             detail: None,
             retry_after: None,
+            shape: Shape::Object,
         }
     }
 
@@ -100,11 +153,39 @@ impl OracleError {
                 Self::new(StatusCode::UNAUTHORIZED, "Session Token has expired", "OK-SESSION0003")
             }
             (Api::Km, Format::Xml) => Self::new(StatusCode::BAD_REQUEST, "Session Token has expired", "OK-SESSION0003"),
-            (Api::Srt, _) => Self::new(
-                StatusCode::FORBIDDEN,
-                "The token is invalid or has expired",
-                "OK-GEN0003",
-            ),
+            (Api::Srt, _) => Self {
+                shape: Shape::Errors,
+                ..Self::new(
+                    StatusCode::FORBIDDEN,
+                    "The token is invalid or has expired",
+                    "OK-GEN0003",
+                )
+            },
+        }
+    }
+
+    /// A session error as `shape` asks (see [`SessionShape`]).
+    pub(crate) fn session_expired_as(api: Api, format: Format, shape: SessionShape) -> Self {
+        let e = Self::session_expired(api, format);
+        match shape {
+            SessionShape::ByApi => e,
+            SessionShape::Object => Self {
+                shape: Shape::Object,
+                ..e
+            },
+            SessionShape::Errors => Self {
+                shape: Shape::Errors,
+                ..e
+            },
+            SessionShape::List => Self {
+                shape: Shape::List,
+                ..e
+            },
+            SessionShape::Portal if format == Format::Xml => e,
+            SessionShape::Portal => Self {
+                shape: Shape::Errors,
+                ..Self::new(StatusCode::OK, "The token is invalid or has expired", "OK-GEN0003")
+            },
         }
     }
 
@@ -184,18 +265,23 @@ impl OracleError {
         }
     }
 
-    /// The JSON body Oracle sends.
+    /// The JSON body Oracle sends, in this error's shape.
     pub(crate) fn json_body(&self) -> serde_json::Value {
-        json!({
-            "error": {
-                "title": self.title,
-                "errorPath": null,
-                "errorCode": self.code,
-                "type": self.kind,
-                "detail": self.detail,
-            },
-            "errorDetails": [],
-        })
+        let item = || json!({ "code": self.code, "title": self.title, "type": self.kind, "detail": self.detail });
+        match self.shape {
+            Shape::Object => json!({
+                "error": {
+                    "title": self.title,
+                    "errorPath": null,
+                    "errorCode": self.code,
+                    "type": self.kind,
+                    "detail": self.detail,
+                },
+                "errorDetails": [],
+            }),
+            Shape::Errors => json!({ "errors": [item()] }),
+            Shape::List => json!({ "error": [item()] }),
+        }
     }
 
     /// The XML body Oracle sends.
@@ -302,6 +388,31 @@ mod tests {
         assert_eq!(Format::for_resources(&h), Format::Json);
         h.insert(header::ACCEPT, HeaderValue::from_static("Application/XML"));
         assert_eq!(Format::for_resources(&h), Format::Xml);
+    }
+
+    #[test]
+    fn session_error_shapes() {
+        let srt = OracleError::session_expired(Api::Srt, Format::Json).json_body();
+        assert_eq!(srt["errors"][0]["code"], "OK-GEN0003");
+        let km = |shape| OracleError::session_expired_as(Api::Km, Format::Json, shape);
+        assert_eq!(
+            km(SessionShape::ByApi).json_body()["error"]["errorCode"],
+            "OK-SESSION0003"
+        );
+        assert_eq!(
+            km(SessionShape::Errors).json_body()["errors"][0]["code"],
+            "OK-SESSION0003"
+        );
+        assert_eq!(km(SessionShape::List).json_body()["error"][0]["code"], "OK-SESSION0003");
+        let portal = km(SessionShape::Portal);
+        assert_eq!(portal.status, StatusCode::OK);
+        assert_eq!(
+            portal.json_body(),
+            json!({"errors":[{"code":"OK-GEN0003","title":"The token is invalid or has expired","type":"VALIDATION","detail":null}]})
+        );
+        let xml = OracleError::session_expired_as(Api::Km, Format::Xml, SessionShape::Portal);
+        assert_eq!(xml.status, StatusCode::BAD_REQUEST);
+        assert!(xml.xml_body().contains("<errorCode>OK-SESSION0003</errorCode>"));
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! | `POST /__sim/close-connections?on=true` | answer everything with `Connection: close` (`on=false` stops) |
 //! | `POST /__sim/servlet-paths?on=true` | route each path's servlet reading (`;params` stripped, decoded, dot segments resolved) |
 //! | `POST /__sim/bearer-session-error?on=true` | answer an unaccepted bearer token with a session error instead of `OK-AUTH0005` |
+//! | `POST /__sim/session-error-shape?shape=api\|object\|errors\|list\|portal` | shape every API call's session error (JSON) that way; `portal` is the Customer Portal's token error, `{"errors":[{"code":"OK-GEN0003"}]}` with status 200 |
 //! | `POST /__sim/reset` | zero the counters and records, and clear injected faults, delays and modes |
 //!
 //! Hooks answer `{"ok":true}` (stats: the stats object); a bad parameter is a 400.
@@ -28,6 +29,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::errors::SessionShape;
 use super::state::Shared;
 use super::{LoginKind, LoginOutcome};
 
@@ -43,6 +45,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/__sim/login-delay", post(login_delay))
         .route("/__sim/servlet-paths", post(servlet_paths))
         .route("/__sim/bearer-session-error", post(bearer_session_error))
+        .route("/__sim/session-error-shape", post(session_error_shape))
         .route("/__sim/reset", post(reset))
 }
 
@@ -85,7 +88,7 @@ fn millis(d: Duration) -> u64 {
 /// "totalLogins", "requestCount", "connections", "routedPaths":[{method,path}],
 /// "pendingLoginFailures", "pendingLoginFailure":{status,retryAfter}|null,
 /// "pendingSessionErrors", "delayMs", "loginDelayMs", "loginDelayMsByOutcome":{outcome:ms},
-/// "servletPaths", "bearerSessionErrors":{on,count}}`.
+/// "servletPaths", "sessionErrorShape", "bearerSessionErrors":{on,count}}`.
 pub(crate) fn stats_json(shared: &Shared) -> Value {
     let counts = shared.login_counts();
     let mut totals: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
@@ -133,6 +136,7 @@ pub(crate) fn stats_json(shared: &Shared) -> Value {
         "loginDelayMs": millis(shared.login_delay()),
         "loginDelayMsByOutcome": by_outcome,
         "servletPaths": shared.servlet_paths(),
+        "sessionErrorShape": shared.session_error_shape().name(),
         "bearerSessionErrors": {
             "on": shared.bearer_session_errors_on(),
             "count": shared.bearer_session_error_count(),
@@ -220,6 +224,19 @@ async fn servlet_paths(State(shared): State<Arc<Shared>>, Query(q): Query<On>) -
 
 async fn bearer_session_error(State(shared): State<Arc<Shared>>, Query(q): Query<On>) -> Response {
     shared.set_bearer_session_errors(q.on);
+    ok()
+}
+
+#[derive(Deserialize)]
+struct Shape {
+    shape: String,
+}
+
+async fn session_error_shape(State(shared): State<Arc<Shared>>, Query(q): Query<Shape>) -> Response {
+    match SessionShape::ALL.into_iter().find(|s| s.name() == q.shape) {
+        Some(shape) => shared.set_session_error_shape(shape),
+        None => return bad("shape must be api, object, errors, list or portal"),
+    }
     ok()
 }
 

@@ -49,6 +49,7 @@
 //! | hold login answers back (all, or of one outcome) | [`Simulator::set_login_delay`], [`Simulator::set_login_delay_on`] | `POST /__sim/login-delay?ms=N[&outcome=rejected]` |
 //! | logins answer a status with `Retry-After` | [`Simulator::fail_logins_with`] | `POST /__sim/fail-logins?status=429&count=N&retry_after=S` |
 //! | an unaccepted bearer is a session error | [`Simulator::set_bearer_session_errors`] | `POST /__sim/bearer-session-error?on=true` |
+//! | every API call's session error in one JSON shape, or the Customer Portal's 200 `{"errors":[..]}` | [`Simulator::set_session_error_shape`] | `POST /__sim/session-error-shape?shape=errors` |
 //!
 //! In servlet-path mode a path is read as Tomcat reads it before routing:
 //! `;parameters` stripped from every segment, percent-decoded, empty segments
@@ -65,7 +66,8 @@
 //! |---|---|---|
 //! | expired/unknown token, content API, JSON | 401 | `OK-SESSION0003` |
 //! | expired/unknown token, content API, XML (`Accept` mentions xml) | 400 | `OK-SESSION0003` |
-//! | expired/unknown token, search API | 403 | `OK-GEN0003` |
+//! | expired/unknown token, search API (JSON: `{"errors":[{"code":..}]}`) | 403 | `OK-GEN0003` |
+//! | the same with [`SessionShape::Portal`] (JSON) | 200 | `OK-GEN0003` in `errors[0].code` |
 //! | wrong login, password, site or user type at a login | 401 | `OK-AUTH0001` |
 //! | malformed login body, JSON body at user login ("invalid input") | 400 | `OK-GEN0001` |
 //! | missing or unparseable `kmauthtoken` | 400 | `OK-AUTH0003` |
@@ -83,7 +85,15 @@
 //! | `GET content/upgrade` (unsolicited, `Upgrade: websocket`) | 101 | none |
 //!
 //! Session errors deliberately vary in status so that a client has to read the
-//! error code. Token ages use [`tokio::time::Instant`], so a test built with
+//! error code.
+//!
+//! # Compression
+//!
+//! Every answer is compressed (gzip, deflate or br, by the caller's
+//! `Accept-Encoding` and q-values, as Oracle's front end does) by
+//! `tower-http`'s `CompressionLayer`; a request without `Accept-Encoding`
+//! gets identity bodies. Answers of under 32 bytes, images and
+//! `text/event-stream` stay uncompressed (the layer's default predicate). Token ages use [`tokio::time::Instant`], so a test built with
 //! tokio's `test-util` on a paused clock can expire tokens with
 //! `tokio::time::advance`; otherwise use a short `token_lifetime` or
 //! [`Simulator::expire_all_tokens`].
@@ -136,6 +146,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use blob::blob_sha256;
+pub use errors::SessionShape;
 pub use record::{Principal, RecordedRequest, REQUEST_ID_HEADER};
 use state::Shared;
 
@@ -281,9 +292,17 @@ impl Simulator {
     /// The simulator's routes, for serving or for `oneshot` tests.
     pub fn router(&self) -> Router {
         let shared = Arc::clone(&self.shared);
+        // Layers run outside in from the last: `Connection: close` is set on
+        // the answer as compressed, and compression sees every answer.
         hooks::routes()
             .fallback(api::dispatch)
             .with_state(Arc::clone(&self.shared))
+            .layer(
+                tower_http::compression::CompressionLayer::new()
+                    .gzip(true)
+                    .deflate(true)
+                    .br(true),
+            )
             .layer(axum::middleware::map_response(move |mut res: Response| {
                 let close = shared.close_connections();
                 async move {
@@ -396,6 +415,14 @@ impl Simulator {
         self.shared.set_bearer_session_errors(on);
     }
 
+    /// Send every API call's session error in `shape` (JSON; XML stays
+    /// `<error>`): e.g. [`SessionShape::Portal`] answers it as the Customer
+    /// Portal's token error, status 200 and `{"errors":[{"code":"OK-GEN0003"}]}`.
+    /// [`SessionShape::ByApi`] (the default) is Oracle's per-API shape.
+    pub fn set_session_error_shape(&self, shape: SessionShape) {
+        self.shared.set_session_error_shape(shape);
+    }
+
     /// How many bearer calls were answered with a session error by
     /// [`Simulator::set_bearer_session_errors`].
     pub fn bearer_session_errors(&self) -> u64 {
@@ -451,8 +478,8 @@ impl Simulator {
     }
 
     /// Clear pending injected login faults and session errors, every delay,
-    /// and turn off `Connection: close`, servlet-path mode and bearer session
-    /// errors.
+    /// and turn off `Connection: close`, servlet-path mode, bearer session
+    /// errors and a session error shape.
     pub fn reset_faults(&self) {
         self.shared.reset_faults();
     }

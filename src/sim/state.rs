@@ -6,7 +6,7 @@
 //! across an `.await`.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use rand::distr::Alphanumeric;
 use rand::{Rng, RngCore};
 use tokio::time::Instant;
 
+use super::errors::SessionShape;
 use super::{LoginKind, LoginOutcome, Principal, RecordedRequest, SimConfig, UserKind};
 
 /// How many recorded requests (and issued tokens) are kept.
@@ -88,6 +89,8 @@ pub(crate) struct Shared {
     connections: AtomicU64,
     /// Answer every request with `Connection: close`.
     close_connections: AtomicBool,
+    /// How session errors are shaped: an index into `SessionShape::ALL`.
+    session_error_shape: AtomicU8,
 }
 
 impl Shared {
@@ -97,7 +100,18 @@ impl Shared {
             inner: Mutex::new(Inner::default()),
             connections: AtomicU64::new(0),
             close_connections: AtomicBool::new(false),
+            session_error_shape: AtomicU8::new(0),
         }
+    }
+
+    pub(crate) fn set_session_error_shape(&self, shape: SessionShape) {
+        let index = SessionShape::ALL.iter().position(|s| *s == shape).unwrap_or(0);
+        self.session_error_shape.store(index as u8, Ordering::Relaxed);
+    }
+
+    pub(crate) fn session_error_shape(&self) -> SessionShape {
+        let index = usize::from(self.session_error_shape.load(Ordering::Relaxed));
+        SessionShape::ALL.get(index).copied().unwrap_or_default()
     }
 
     pub(crate) fn count_connection(&self) {
@@ -379,6 +393,7 @@ impl Shared {
         inner.servlet_paths = false;
         inner.bearer_session_errors = false;
         self.set_close_connections(false);
+        self.set_session_error_shape(SessionShape::ByApi);
     }
 }
 

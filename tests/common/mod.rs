@@ -137,10 +137,13 @@ impl Answer {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
-    /// The `errorCode` of an Oracle-shaped error answer.
+    /// The code of an Oracle-shaped error answer: `error.errorCode`
+    /// (content API, kmproxy) or `errors[0].code` (search API).
     pub fn error_code(&self) -> String {
-        self.json()["error"]["errorCode"]
+        let json = self.json();
+        json["error"]["errorCode"]
             .as_str()
+            .or(json["errors"][0]["code"].as_str())
             .unwrap_or_default()
             .to_owned()
     }
