@@ -24,6 +24,8 @@
 //! - [`tokens`]: the token cache, single-flight logins, renewal, lockout gate.
 //! - [`kmauthtoken`]: parse a caller's header, build the upstream's.
 //! - [`session_error`]: recognise `OK-SESSION…` answers in JSON or XML.
+//! - [`fleet`]: fleet mode's shared store on Redis or Valkey (tokens,
+//!   leases, verdicts, events), encrypted at rest, never failing a call.
 //! - [`upstream`]: the one HTTP/1.1 client (rustls), origins and their idle
 //!   connections, and its typed errors.
 //! - [`metrics`]: the Prometheus registry.
@@ -42,6 +44,7 @@ pub mod callers;
 pub mod tokens;
 pub mod kmauthtoken;
 pub mod session_error;
+pub mod fleet;
 pub mod upstream;
 pub mod metrics;
 pub mod config;
