@@ -329,6 +329,21 @@ fn encodings(secret: &str) -> Vec<Vec<u8>> {
     out
 }
 
+/// Asserts that no key in `names` (under the prefix), nor its value,
+/// holds any of `secrets` in any of their [`encodings`].
+async fn assert_reveals_none(conn: &mut redis::aio::MultiplexedConnection, names: &[String], secrets: &[&str]) {
+    for name in names {
+        assert!(name.starts_with("kmproxy:"), "{name} is outside the prefix");
+        let value: Vec<u8> = conn.get(name).await.unwrap();
+        for secret in secrets {
+            for enc in encodings(secret) {
+                let found = |hay: &[u8]| hay.windows(enc.len()).any(|w| w == enc.as_slice());
+                assert!(!found(name.as_bytes()) && !found(&value), "{name} reveals {secret}");
+            }
+        }
+    }
+}
+
 /// Every key in the server, by `SCAN`.
 async fn scan_all(conn: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
     let (mut keys, mut cursor) = (Vec::new(), 0u64);
@@ -385,16 +400,7 @@ async fn nothing_under_the_prefix_reveals_a_token_user_or_password_in_any_encodi
         4,
         "a token, a verdict, a relogin claim, a lease: {scanned:?}"
     );
-    for name in &scanned {
-        assert!(name.starts_with("kmproxy:"), "{name} is outside the prefix");
-        let value: Vec<u8> = conn.get(name).await.unwrap();
-        for secret in [user, password, secret_token] {
-            for enc in encodings(secret) {
-                let found = |hay: &[u8]| hay.windows(enc.len()).any(|w| w == enc.as_slice());
-                assert!(!found(name.as_bytes()) && !found(&value), "{name} reveals {secret}");
-            }
-        }
-    }
+    assert_reveals_none(&mut conn, &scanned, &[user, password, secret_token]).await;
     assert_eq!(
         b.get_verdict(&credential).await,
         Some(verdict),
@@ -588,4 +594,16 @@ async fn acl_credentials_come_from_a_secret_file_and_a_wrong_password_degrades_w
     for pw in ["right-pw-4815", "wrong-pw-1623"] {
         assert!(!shown.contains(pw), "{shown}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rediss_goes_through_rustls_and_an_untrusted_certificate_degrades_with_a_tls_reason() {
+    let Some(redis) = RedisServer::with_tls() else { return };
+    let url = format!("rediss://localhost:{}/0", redis.port());
+    let f = Fleet::connect(&cache(&url, KEY_A, |t| t), None);
+    let tls = |s: &CacheState| matches!(s, CacheState::Degraded(DegradedReason::Tls(_)));
+    let state = settles(&f, Duration::from_secs(5), tls).await;
+    assert!(state.to_string().contains("certificate"), "{state}");
+    let key = f.fingerprint(&["site", "account", "mallory"]);
+    assert!(f.get_token(&key).await.is_none());
 }

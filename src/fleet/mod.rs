@@ -27,6 +27,22 @@
 //! (see `crypt`); one that fails to open is a miss, and is overwritten by
 //! the next login's token.
 //!
+//! # Failures
+//!
+//! | what | state / reason | operations |
+//! |---|---|---|
+//! | Redis down | `connection refused by host:port` (first `connection lost`) | at once: miss, `false`, `LeaseOutcome::Unavailable` |
+//! | Redis stopped or slow | `timed out after …` | each waits `command_timeout` at most until the health check drops the link, then at once |
+//! | wrong or missing password | `authentication failed: WRONGPASS …` / `NOAUTH …` | at once; retried with backoff (a fixed secret is picked up on reload) |
+//! | untrusted certificate | `TLS failed: invalid peer certificate …` | at once |
+//! | a command refused (`NOPERM`, `OOM` …) | `Redis refused a command: …` until a command succeeds | that one is a miss |
+//! | no permission to subscribe | Ok, logged | waiting polls every 250 ms |
+//! | a value that does not open | Ok, logged | a miss; the next login overwrites it |
+//!
+//! A write that timed out may still be applied once a stopped Redis wakes:
+//! harmless for tokens and verdicts; a lease taken that way is held by no
+//! one and expires after its ttl.
+//!
 //! # The client: `redis` (redis-rs), not `fred`
 //!
 //! Both speak RESP3, pipeline, do ACL `AUTH` and run on tokio. `redis` won on:

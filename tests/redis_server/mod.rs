@@ -18,7 +18,11 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
+    /// Listening with TLS only (then readiness is a TCP connect).
+    tls: bool,
     dir: tempfile::TempDir,
+    /// Another temp dir to keep as long as the server (its certificate).
+    keep: Option<tempfile::TempDir>,
     conf: PathBuf,
 }
 
@@ -41,7 +45,49 @@ impl RedisServer {
         Self::with_config(&lines.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
-    /// A server with extra config `lines`.
+    /// A server that speaks only TLS on its port, with a self-signed
+    /// certificate for `localhost` (made by `openssl`; `None`, saying so,
+    /// if that is not installed).
+    pub fn with_tls() -> Option<Self> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let made = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=localhost",
+            ])
+            .args(["-addext", "subjectAltName=DNS:localhost", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if !made.is_ok_and(|s| s.success()) {
+            eprintln!("skipped: openssl is not installed to make a test certificate");
+            return None;
+        }
+        let lines = [
+            "port 0".to_owned(),
+            "tls-port $PORT".to_owned(),
+            format!("tls-cert-file {}", cert.display()),
+            format!("tls-key-file {}", key.display()),
+            "tls-auth-clients no".to_owned(),
+        ];
+        let mut server = Self::with_config(&lines.iter().map(String::as_str).collect::<Vec<_>>())?;
+        server.tls = true;
+        server.keep = Some(dir);
+        Some(server)
+    }
+
+    /// A server with extra config `lines` (`$PORT` stands for its port).
     pub fn with_config(lines: &[&str]) -> Option<Self> {
         if !installed() {
             let why = "redis-server is not installed (apt-get install redis-server)";
@@ -59,15 +105,18 @@ impl RedisServer {
             dir.path().display()
         );
         for line in lines {
-            conf.push_str(line);
+            conf.push_str(&line.replace("$PORT", &port.to_string()));
             conf.push('\n');
         }
         let path = dir.path().join("redis.conf");
         std::fs::write(&path, conf).expect("write redis.conf");
+        let tls = lines.iter().any(|l| l.starts_with("tls-port"));
         let mut server = Self {
             child: None,
             port,
+            tls,
             dir,
+            keep: None,
             conf: path,
         };
         server.launch();
@@ -148,7 +197,12 @@ impl RedisServer {
                 let log = std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default();
                 panic!("redis-server exited ({status}):\n{log}");
             }
-            if answers(self.port) {
+            let up = if self.tls {
+                TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            } else {
+                answers(self.port)
+            };
+            if up {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
