@@ -139,10 +139,14 @@ impl Link {
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let conn = MultiplexedConnection::clone(&*self.conn.load_full()?);
-        match timeout(self.command_timeout, op(conn)).await {
+        let live = self.conn.load_full()?;
+        match timeout(self.command_timeout, op(MultiplexedConnection::clone(&live))).await {
             Ok(Ok(v)) => {
-                self.set(CacheState::Ok);
+                // Only while that connection is still the live one: an answer
+                // that arrives after the link was judged lost proves nothing.
+                if self.conn.load().as_ref().is_some_and(|c| Arc::ptr_eq(c, &live)) {
+                    self.set(CacheState::Ok);
+                }
                 Some(v)
             }
             Ok(Err(e)) => self.failed(self.classify(&e)),
