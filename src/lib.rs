@@ -27,6 +27,8 @@
 //! - [`kmauthtoken`]: parse a caller's header, build the upstream's.
 //! - [`session_error`]: recognise session errors: Oracle's error documents
 //!   in any shape, JSON or XML, content-encoded or not, parsed as documents.
+//! - [`fleet`]: fleet mode's shared store on Redis or Valkey (tokens,
+//!   leases, verdicts, events), encrypted at rest, never failing a call.
 //! - [`upstream`]: the one HTTP/1.1 client (rustls), origins and their idle
 //!   connections, and its typed errors.
 //! - [`metrics`]: the Prometheus registry.
@@ -46,6 +48,7 @@ pub mod callers;
 pub mod tokens;
 pub mod kmauthtoken;
 pub mod session_error;
+pub mod fleet;
 pub mod upstream;
 pub mod metrics;
 pub mod config;

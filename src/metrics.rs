@@ -53,6 +53,9 @@ pub struct Metrics {
     pub replays: Counter,
     pub cached_tokens: Gauge,
     pub parked_principals: Gauge,
+    /// `kmproxy_cache_degraded`: 1 while fleet mode's Redis is unusable
+    /// (down, slow, refusing auth), else 0; stays 0 without `[cache]`.
+    pub cache_degraded: Gauge,
     /// Label value for calls without a caller key.
     pub no_caller: Arc<String>,
     /// Label value for calls whose key matched no caller.
@@ -92,6 +95,12 @@ impl Metrics {
             "Login identities parked after a rejected login",
             parked_principals.clone(),
         );
+        let cache_degraded = Gauge::default();
+        registry.register(
+            "cache_degraded",
+            "1 while the fleet's shared Redis cannot be used and this replica serves from its own state",
+            cache_degraded.clone(),
+        );
         Self {
             registry,
             requests,
@@ -101,6 +110,7 @@ impl Metrics {
             replays,
             cached_tokens,
             parked_principals,
+            cache_degraded,
             no_caller: Arc::new("-".to_owned()),
             unknown_caller: Arc::new("unknown".to_owned()),
         }

@@ -5,16 +5,18 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::time::Duration;
 
 use http::header::HeaderName;
 
-use super::raw::{Problems, RawApiUser, RawCaller, RawFile, RawPrincipal, RawServer, RawTokens, RawUpstream};
+use super::cache::{encryption_key, redis_url};
+use super::raw::{Problems, RawApiUser, RawCache, RawCaller, RawFile, RawPrincipal, RawServer, RawTokens, RawUpstream};
 use super::values::{
     addr, allowed_hosts, count, decode_sha256, duration, extra_fields, required, secret, size, url, Span,
 };
 use super::{
-    ApiUser, Caller, ClientLogins, Config, ExternalType, Principal, PrincipalId, PrincipalKind, ServerConfig,
-    TokensConfig, UpstreamConfig,
+    ApiUser, CacheConfig, Caller, ClientLogins, Config, ExternalType, Principal, PrincipalId, PrincipalKind,
+    ServerConfig, TokensConfig, UpstreamConfig,
 };
 
 /// The whole config; every problem goes to `p`.
@@ -32,6 +34,7 @@ pub(super) fn build(raw: RawFile, p: &mut Problems, path: &Path) -> Config {
     let api_user = build_api_user(raw.api_user.unwrap_or_default(), p);
     let tokens = build_tokens(raw.tokens.unwrap_or_default(), p);
     let callers = build_callers(raw.callers, &names, p);
+    let cache = raw.cache.map(|c| build_cache(c, p));
     Config {
         path: path.to_owned(),
         server,
@@ -40,6 +43,7 @@ pub(super) fn build(raw: RawFile, p: &mut Problems, path: &Path) -> Config {
         tokens,
         principals,
         callers,
+        cache,
     }
 }
 
@@ -359,6 +363,39 @@ fn build_callers(raw: Vec<RawCaller>, names: &Names<'_>, p: &mut Problems) -> Ve
         });
     }
     callers
+}
+
+/// `[cache]`: every key checked, the durations within bounds (a zero
+/// timeout would make every command fail; a long one would let a slow
+/// Redis hold up logins).
+fn build_cache(cache: RawCache, p: &mut Problems) -> CacheConfig {
+    let key = secret(p, "cache.encryption_key", cache.encryption_key.as_ref());
+    let (connect, command) = (cache.connect_timeout.as_deref(), cache.command_timeout.as_deref());
+    let out = CacheConfig {
+        redis_url: redis_url(p, cache.redis_url.as_deref()),
+        username: cache.username,
+        password: cache.password.as_ref().map(|v| secret(p, "cache.password", Some(v))),
+        encryption_key: encryption_key(p, key),
+        key_prefix: cache.key_prefix.unwrap_or_else(|| "kmproxy:".into()),
+        connect_timeout: cache_timeout(p, "cache.connect_timeout", connect, "1s", Duration::from_secs(60)),
+        command_timeout: cache_timeout(p, "cache.command_timeout", command, "250ms", Duration::from_secs(10)),
+    };
+    if out
+        .username
+        .as_deref()
+        .is_some_and(|u| u.is_empty() || u.contains(char::is_whitespace))
+    {
+        p.add("cache.username", "must be an ACL user name (not empty, no spaces)");
+    }
+    if out.key_prefix.is_empty() || out.key_prefix.len() > 64 || out.key_prefix.contains(char::is_whitespace) {
+        p.add("cache.key_prefix", "must be 1 to 64 characters without spaces");
+    }
+    out
+}
+
+/// A `[cache]` timeout: more than zero and at most `max`.
+fn cache_timeout(p: &mut Problems, key: &str, v: Option<&str>, default: &str, max: Duration) -> Duration {
+    duration(p, key, v, default, Span::positive(max))
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //! - `raw`: the file as serde reads it, and the problems found on the way;
 //! - `values`: the value parsers (addresses, durations, sizes, URLs, secrets);
 //! - `build`: raw sections → typed sections, one `build_*` per section;
+//! - `cache`: the `[cache]` model (fleet mode) and its URL and key parsers;
 //! - [`sample`]: a config written in code, for tests and examples.
 
 use std::fmt;
@@ -26,10 +27,12 @@ use http::header::HeaderName;
 use crate::secret::Secret;
 
 mod build;
+mod cache;
 mod raw;
 pub mod sample;
 mod values;
 
+pub use cache::{CacheConfig, EncryptionKey, RedisUrl};
 pub use values::{hash_key, parse_size};
 
 /// Index of a principal in [`Config::principals`].
@@ -49,6 +52,8 @@ pub struct Config {
     pub tokens: TokensConfig,
     pub principals: Vec<Principal>,
     pub callers: Vec<Caller>,
+    /// `[cache]`: fleet mode's shared store; `None` = this replica alone.
+    pub cache: Option<CacheConfig>,
 }
 
 /// `[server]`: the listeners and the caller-facing limits.

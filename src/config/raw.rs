@@ -41,6 +41,7 @@ pub(super) struct RawFile {
     pub principals: Vec<RawPrincipal>,
     #[serde(default)]
     pub callers: Vec<RawCaller>,
+    pub cache: Option<RawCache>,
 }
 
 /// The sections, untyped (the slow, thorough path).
@@ -54,6 +55,7 @@ struct RawSections {
     principals: Vec<toml::Value>,
     #[serde(default)]
     callers: Vec<toml::Value>,
+    cache: Option<toml::Value>,
 }
 
 impl RawFile {
@@ -88,6 +90,7 @@ impl RawFile {
             callers: (s.callers.into_iter().enumerate())
                 .map(|(i, v)| p.section(&format!("callers[{i}]"), Some(v)))
                 .collect(),
+            cache: s.cache.map(|v| p.section("cache", Some(v))),
         }
     }
 }
@@ -153,6 +156,17 @@ pub(super) struct RawCaller {
     pub key_sha256: Option<String>,
     pub principal: Option<String>,
     pub act_as: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct RawCache {
+    pub redis_url: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<toml::Value>,
+    pub encryption_key: Option<toml::Value>,
+    pub key_prefix: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub command_timeout: Option<String>,
 }
 
 /// Collects problems as `(key, message)`.

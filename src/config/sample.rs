@@ -31,6 +31,7 @@ pub struct ConfigToml {
     upstream: Section,
     api_user: Section,
     tokens: Section,
+    cache: Section,
     principals: Vec<Section>,
     callers: Vec<Section>,
 }
@@ -70,6 +71,7 @@ impl ConfigToml {
                 .set("site_name", "ORACLE_KNOWLEDGE"),
             api_user: Section::default().set("login", "apiuser").set("password", "apipass1"),
             tokens: Section::default(),
+            cache: Section::default(),
             principals: Vec::new(),
             callers: Vec::new(),
         }
@@ -96,6 +98,12 @@ impl ConfigToml {
     /// Sets a `[tokens]` key.
     pub fn tokens(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.tokens = self.tokens.set(key, value);
+        self
+    }
+
+    /// Sets a `[cache]` key (fleet mode).
+    pub fn cache(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.cache = self.cache.set(key, value);
         self
     }
 
@@ -146,6 +154,7 @@ impl fmt::Display for ConfigToml {
             ("[upstream]", &self.upstream),
             ("[api_user]", &self.api_user),
             ("[tokens]", &self.tokens),
+            ("[cache]", &self.cache),
         ];
         for (header, section) in sections {
             if !section.0.is_empty() {

@@ -1,0 +1,101 @@
+//! Shared lockout verdicts, one per credential fingerprint, sealed like
+//! tokens (a parked reason may hold the upstream's text); and the claim
+//! that makes `min_relogin_interval` fleet-wide.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Fingerprint, Fleet, FleetEvent};
+
+/// What the fleet knows about one credential's logins.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// Set when a login was rejected: the reason; no login until a reset.
+    pub parked: Option<String>,
+    /// Logins sent whose outcome is unknown (timed out, connection lost):
+    /// each may have counted as a failure towards the account's lockout.
+    pub unknown_attempts: u32,
+    /// No login before this instant (unix ms): the backoff after failures.
+    pub backoff_until_ms: Option<u64>,
+    /// The last re-login after a session error (unix ms).
+    pub last_session_relogin_ms: Option<u64>,
+}
+
+impl Fleet {
+    /// The shared verdict of `credential`; `None` when there is none, or it
+    /// cannot be read (then the replica's own verdict stands alone).
+    pub async fn get_verdict(&self, credential: &Fingerprint) -> Option<Verdict> {
+        let name = self.key("verdict", credential);
+        let raw = self.get_raw(&name).await?;
+        self.open(&name, &raw)
+    }
+
+    /// Stores the verdict of `credential` (expiring after `ttl`, if given)
+    /// and tells the fleet; returns whether it was written.
+    pub async fn put_verdict(&self, credential: &Fingerprint, verdict: &Verdict, ttl: Option<Duration>) -> bool {
+        let name = self.key("verdict", credential);
+        let Some(sealed) = self.seal(&name, verdict) else {
+            return false;
+        };
+        let mut pipe = redis::pipe();
+        let set = pipe.cmd("SET").arg(&name).arg(sealed);
+        if let Some(ttl) = ttl {
+            set.arg("PX").arg((ttl.as_millis() as u64).max(1));
+        }
+        set.ignore();
+        let event = FleetEvent::VerdictChanged {
+            credential: credential.clone(),
+        };
+        pipe.cmd("PUBLISH")
+            .arg(&self.inner.channel)
+            .arg(event.encode(&self.inner.replica))
+            .ignore();
+        let done = self
+            .inner
+            .link
+            .run(|mut c| async move { pipe.query_async::<()>(&mut c).await });
+        done.await.is_some()
+    }
+
+    /// An operator's reset: drops the verdict of `credential` (and its
+    /// relogin claim) and tells every replica to un-park it.
+    pub async fn clear_verdict(&self, credential: &Fingerprint) -> bool {
+        let mut pipe = redis::pipe();
+        pipe.cmd("DEL")
+            .arg(self.key("verdict", credential))
+            .arg(self.key("relogin", credential))
+            .ignore();
+        let event = FleetEvent::Reset {
+            credential: credential.clone(),
+        };
+        pipe.cmd("PUBLISH")
+            .arg(&self.inner.channel)
+            .arg(event.encode(&self.inner.replica))
+            .ignore();
+        let done = self
+            .inner
+            .link
+            .run(|mut c| async move { pipe.query_async::<()>(&mut c).await });
+        done.await.is_some()
+    }
+
+    /// Claims the one session-error re-login of `credential` allowed per
+    /// `interval`, fleet-wide (`SET NX PX`): `Some(true)` = go ahead,
+    /// `Some(false)` = another replica did one within the interval, `None`
+    /// = Redis unusable (decide locally).
+    pub async fn claim_relogin(&self, credential: &Fingerprint, interval: Duration) -> Option<bool> {
+        let set = redis::cmd("SET")
+            .arg(self.key("relogin", credential))
+            .arg(&self.inner.replica)
+            .arg("NX")
+            .arg("PX")
+            .arg((interval.as_millis() as u64).max(1))
+            .clone();
+        let claimed = self
+            .inner
+            .link
+            .run(|mut c| async move { set.query_async::<Option<String>>(&mut c).await });
+        claimed.await.map(|ok| ok.is_some())
+    }
+}
