@@ -1,37 +1,13 @@
-//! Bodies on the data path: the caller's request body, read whole up to
-//! `max_body` (it must be replayable after a session error, and a body over
-//! the limit must not reach the upstream at all); and the upstream's error
-//! answers, of which only a bounded prefix is read to look for a session
-//! error before the whole answer is streamed on.
+//! Answer bodies on the data path: the upstream's error answers, of which
+//! only a bounded prefix is read to look for a session error before the
+//! whole answer is streamed on, and the idle timeout of a streamed answer.
+//! (The caller's request body is [`super::request_body`]'s.)
 
 use crate::upstream::PooledBody;
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-
-use super::ProxyError;
-
-/// Reads a request body whole, refusing one over `max` bytes; a declared
-/// `Content-Length` over the limit is refused before reading anything.
-pub async fn read_request<B>(body: B, max: usize) -> Result<Bytes, ProxyError>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    if body.is_end_stream() {
-        return Ok(Bytes::new()); // no body at all: nothing to read
-    }
-    // hyper has parsed `Content-Length` already: it is the exact size hint.
-    if body.size_hint().lower() > max as u64 {
-        return Err(ProxyError::BodyTooLarge(max));
-    }
-    match Limited::new(body, max).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<LengthLimitError>() => Err(ProxyError::BodyTooLarge(max)),
-        Err(_) => Err(ProxyError::BodyRead),
-    }
-}
+use http_body_util::BodyExt;
 
 /// The first bytes of an upstream answer, and the rest still unread.
 pub struct Peeked {
