@@ -53,6 +53,9 @@ pub struct Metrics {
     pub replays: Counter,
     pub cached_tokens: Gauge,
     pub parked_principals: Gauge,
+    /// Request-body bytes held across calls, which `server.max_buffered`
+    /// bounds: the data path reserves against this gauge itself.
+    pub request_body_bytes: Gauge,
     /// Label value for calls without a caller key.
     pub no_caller: Arc<String>,
     /// Label value for calls whose key matched no caller.
@@ -92,6 +95,12 @@ impl Metrics {
             "Login identities parked after a rejected login",
             parked_principals.clone(),
         );
+        let request_body_bytes = Gauge::default();
+        registry.register(
+            "request_body_bytes",
+            "Request-body bytes held across calls (at most server.max_buffered)",
+            request_body_bytes.clone(),
+        );
         Self {
             registry,
             requests,
@@ -101,6 +110,7 @@ impl Metrics {
             replays,
             cached_tokens,
             parked_principals,
+            request_body_bytes,
             no_caller: Arc::new("-".to_owned()),
             unknown_caller: Arc::new("unknown".to_owned()),
         }

@@ -71,10 +71,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = Limits::from(&app.live().config.server);
-    let plane = Arc::new(proxy::DataPlane::new(app));
     let service = tower::service_fn(move |req| {
-        let plane = Arc::clone(&plane);
-        async move { Ok::<_, Infallible>(proxy::handle(plane, req).await) }
+        let app = Arc::clone(&app);
+        async move { Ok::<_, Infallible>(proxy::handle(app, req).await) }
     });
     serve_service(service, listener, limits, shutdown).await
 }

@@ -28,9 +28,15 @@ use tokio::time::Instant;
 /// is held), and anything larger is cheaper to end by closing.
 pub const DRAIN_LIMIT: u64 = 64 * 1024;
 
+/// The longest a drain waits for the rest (or less, when the body's own
+/// deadline comes first): a rest the client has already sent is in the
+/// socket by then, and a client that stalls gets its answer this late at
+/// most, with `Connection: close`.
+pub const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Settles `res`, an answer to a request whose body (`body`) may be unread:
-/// drains a small rest by `deadline` (the body's own), or marks the answer
-/// `Connection: close`.
+/// drains a small rest within [`DRAIN_WAIT`] and by `deadline` (the
+/// body's own), or marks the answer `Connection: close`.
 pub async fn settle<B>(body: B, version: Version, deadline: Option<Instant>, res: &mut http::Response<axum::body::Body>)
 where
     B: http_body::Body<Data = Bytes> + Unpin,
@@ -43,7 +49,10 @@ where
         return;
     }
     let drained = match deadline {
-        Some(deadline) => tokio::time::timeout_at(deadline, drain(body)).await.unwrap_or(false),
+        Some(deadline) => {
+            let by = deadline.min(Instant::now() + DRAIN_WAIT);
+            tokio::time::timeout_at(by, drain(body)).await.unwrap_or(false)
+        }
         None => false,
     };
     if !drained {

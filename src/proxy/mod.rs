@@ -52,31 +52,9 @@ pub struct CallInfo {
     pub replayed: bool,
 }
 
-/// What every data-plane call shares: the app, and the request-body bytes
-/// held across calls (`server.max_buffered`).
-pub struct DataPlane {
-    pub app: Arc<App>,
-    budget: Budget,
-}
-
-impl DataPlane {
-    pub fn new(app: Arc<App>) -> Self {
-        Self {
-            app,
-            budget: Budget::default(),
-        }
-    }
-
-    /// Request-body bytes held now, across all calls.
-    pub fn buffered(&self) -> usize {
-        self.budget.held()
-    }
-}
-
 /// Answers one data-plane request (every path: forwarding and kmproxy's
 /// own errors alike).
-pub async fn handle(plane: Arc<DataPlane>, req: Request<Incoming>) -> Response {
-    let app = &plane.app;
+pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response {
     // What the access line needs is taken only when it is written.
     let started = tracing::enabled!(target: "kmproxy::access", tracing::Level::INFO).then(Instant::now);
     let live = app.live();
@@ -91,7 +69,7 @@ pub async fn handle(plane: Arc<DataPlane>, req: Request<Incoming>) -> Response {
     let head = Head {
         parts: &parts,
         deadline,
-        budget: &plane.budget,
+        budget: &app.metrics.request_body_bytes,
     };
     // Boxed: the call's future is then a few hundred bytes, cheap for
     // hyper to move and store, where inline it would be several KiB.
@@ -108,9 +86,9 @@ pub async fn handle(plane: Arc<DataPlane>, req: Request<Incoming>) -> Response {
     res.headers_mut().insert(REQUEST_ID, id);
     let status = res.status().as_u16();
     if let Some(started) = started {
-        span.in_scope(|| access_line(&live, app, &parts, &info, status, started));
+        span.in_scope(|| access_line(&live, &app, &parts, &info, status, started));
     }
-    count(&live, app, &info, status);
+    count(&live, &app, &info, status);
     res
 }
 
