@@ -44,20 +44,23 @@ where
     if body.is_end_stream() || version == Version::HTTP_2 || version == Version::HTTP_3 {
         return;
     }
+    // A 408 says close already: the rest of a slow body is not waited for.
     let closing = res.headers().get(header::CONNECTION).is_some_and(|v| v == "close");
-    if closing {
-        return;
-    }
     let drained = match deadline {
-        Some(deadline) => {
+        Some(deadline) if !closing => {
             let by = deadline.min(Instant::now() + DRAIN_WAIT);
             tokio::time::timeout_at(by, drain(body)).await.unwrap_or(false)
         }
-        None => false,
+        _ => false,
     };
     if !drained {
         res.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        // To an HTTP/1.0 keep-alive request, hyper would add `keep-alive`
+        // to an HTTP/1.1 answer's `Connection`; a 1.0 answer it leaves be.
+        if version == Version::HTTP_10 {
+            *res.version_mut() = Version::HTTP_10;
+        }
     }
 }
 
