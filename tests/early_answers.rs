@@ -205,3 +205,29 @@ async fn http2_refusals_are_readable_and_the_connection_goes_on() {
     assert!(env.simulator().requests().iter().all(|r| r.method == "GET"));
     env.stop().await;
 }
+
+#[tokio::test]
+async fn an_http2_upload_refused_early_is_read_to_its_end_not_reset() {
+    // 4 MiB: past the stream's 1 MiB window, so only reading frees room.
+    let upload_len = 4 * LARGE;
+    let env = Env::builder().config(|c| c.server.max_body = 4 << 20).start().await;
+    let io = TcpStream::connect(env.proxy).await.unwrap();
+    let (client, conn) = h2::client::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let req = http::Request::post("http://127.0.0.1/elsewhere").body(()).unwrap();
+    let (answer, mut upload) = client.send_request(req, false).unwrap();
+    assert_eq!(answer.await.unwrap().status(), StatusCode::NOT_FOUND);
+    // The client goes on uploading after the answer, as curl does: every
+    // byte is taken (a reset would end the capacity), and the stream ends.
+    let mut left = upload_len;
+    while left > 0 {
+        upload.reserve_capacity(left.min(64 << 10));
+        let granted = std::future::poll_fn(|cx| upload.poll_capacity(cx)).await;
+        let n = granted.expect("the stream is still open").expect("no reset").min(left);
+        upload.send_data(bytes::Bytes::from(vec![b'r'; n]), n == left).unwrap();
+        left -= n;
+    }
+    assert_eq!(env.simulator().request_count(), 0);
+    env.stop().await;
+}

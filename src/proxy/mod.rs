@@ -79,7 +79,10 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response {
         Err(e) => {
             span.in_scope(|| log_refusal(&e));
             let mut res = e.into_response();
-            early::settle(body, parts.version, deadline, &mut res).await;
+            // A refused upload is read and thrown away up to twice
+            // `max_body` (the rest of a body just over it), no further.
+            let linger_max = 2 * live.config.server.max_body as u64;
+            early::settle(body, parts.version, deadline, linger_max, &mut res).await;
             res
         }
     };
