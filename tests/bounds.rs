@@ -5,6 +5,8 @@
 //! streams are capped and bounded like HTTP/1 calls, and an upstream 101 is
 //! a 502 that leaves the caller's connection usable.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 mod wire;
 

@@ -6,6 +6,8 @@
 //! refusals readable with the connection going on. Nothing of a refused
 //! body reaches the upstream.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 mod wire;
 
@@ -26,9 +28,15 @@ async fn env() -> Env {
     Env::builder().config(|c| c.server.max_body = 256 << 10).start().await
 }
 
-/// The refusals that come before the body is read: (name, method, path,
-/// headers, status).
-const REFUSALS: &[(&str, &str, &[(&str, &str)], StatusCode)] = &[
+/// A refusal that comes before the body is read: path, name, headers, status.
+type Refusal = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    StatusCode,
+);
+
+const REFUSALS: &[Refusal] = &[
     (
         "/km/api/latest/content",
         "unknown caller key",
