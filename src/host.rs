@@ -16,7 +16,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use http::{header, Request, Version};
+use http::{header, HeaderMap, Request, Uri, Version};
 
 /// Why a request's host was refused (answered 400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,17 +39,22 @@ const QUOTE_MAX: usize = 100;
 /// Judges the host(s) `req` names against `allowed` (lower-case names, as
 /// `server.allowed_hosts` holds them).
 pub fn check<B>(req: &Request<B>, allowed: &[String]) -> Result<(), Refusal> {
-    let mut hosts = req.headers().get_all(header::HOST).iter();
+    check_head(req.headers(), req.uri(), req.version(), allowed)
+}
+
+/// [`check`] on a request's head.
+pub fn check_head(headers: &HeaderMap, uri: &Uri, version: Version, allowed: &[String]) -> Result<(), Refusal> {
+    let mut hosts = headers.get_all(header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
         return Err(Refusal::Repeated);
     }
-    let target = req.uri().authority().map(|a| a.as_str().as_bytes());
+    let target = uri.authority().map(|a| a.as_str().as_bytes());
     let named = match (host.map(|h| h.as_bytes()), target) {
         (Some(h), Some(t)) if !h.eq_ignore_ascii_case(t) => return Err(Refusal::Conflicting),
         (Some(h), _) => h,
         // HTTP/2 may name its host in `:authority` alone; HTTP/1 needs `Host`.
-        (None, Some(t)) if req.version() >= Version::HTTP_2 => t,
+        (None, Some(t)) if version >= Version::HTTP_2 => t,
         (None, _) => return Err(Refusal::Missing),
     };
     judge(named, allowed)

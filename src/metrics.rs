@@ -56,6 +56,9 @@ pub struct Metrics {
     /// `kmproxy_cache_degraded`: 1 while fleet mode's Redis is unusable
     /// (down, slow, refusing auth), else 0; stays 0 without `[cache]`.
     pub cache_degraded: Gauge,
+    /// Request-body bytes held across calls, which `server.max_buffered`
+    /// bounds: the data path reserves against this gauge itself.
+    pub request_body_bytes: Gauge,
     /// Label value for calls without a caller key.
     pub no_caller: Arc<String>,
     /// Label value for calls whose key matched no caller.
@@ -101,6 +104,12 @@ impl Metrics {
             "1 while the fleet's shared Redis cannot be used and this replica serves from its own state",
             cache_degraded.clone(),
         );
+        let request_body_bytes = Gauge::default();
+        registry.register(
+            "request_body_bytes",
+            "Request-body bytes held across calls (at most server.max_buffered)",
+            request_body_bytes.clone(),
+        );
         Self {
             registry,
             requests,
@@ -111,6 +120,7 @@ impl Metrics {
             cached_tokens,
             parked_principals,
             cache_degraded,
+            request_body_bytes,
             no_caller: Arc::new("-".to_owned()),
             unknown_caller: Arc::new("unknown".to_owned()),
         }

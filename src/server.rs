@@ -1,11 +1,17 @@
 //! Serving: the data-plane router, the accept loop with its connection
 //! limits, and graceful shutdown.
 //!
-//! The accept loop is hyper-util's (rather than `axum::serve`) so that the
-//! protections a sidecar needs can be set: a deadline for a request head
-//! (slow clients; on HTTP/1 it also closes keep-alive connections idle that
-//! long), a cap on header size and count, a cap on open connections (accept
-//! pauses at the cap), and a bounded drain on shutdown.
+//! The accept loop is our own, on hyper's HTTP/1 and HTTP/2 connections
+//! (rather than `axum::serve` or hyper-util's auto builder), so that the
+//! protections a sidecar needs can be set on every listener alike: a
+//! deadline for a request head that runs from accept, protocol detection
+//! included ([`connection`]; on HTTP/1 it also closes keep-alive connections
+//! idle that long, on HTTP/2 connections with no call that long), a cap on
+//! header size and count and on HTTP/2 streams, a cap on open connections
+//! (accept pauses at the cap), and a bounded drain on shutdown.
+
+mod connection;
+mod sniff;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,27 +22,29 @@ use std::convert::Infallible;
 use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 
 use crate::app::App;
 use crate::config::ServerConfig;
 use crate::proxy;
+use connection::Protocols;
 
 /// Largest request head (request line + headers), in bytes.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most request headers accepted.
 pub const MAX_HEADERS: usize = 100;
+/// Most streams a client may have open at once on one HTTP/2 connection
+/// (RFC 9113 §6.5.2 advises no fewer than 100). Each is a call, so
+/// `max_in_flight` still bounds them across connections.
+pub const MAX_STREAMS: u32 = 100;
 
 /// Connection-level limits of a listener.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// A request head must arrive within this long (also the HTTP/1
-    /// keep-alive idle timeout).
+    /// A request head must arrive within this long, counted from accept for
+    /// a connection's first (also the HTTP/1 keep-alive idle timeout, and
+    /// how long an HTTP/2 connection may carry no call).
     pub header_read_timeout: Duration,
     /// Open connections at most; accepting pauses at the cap.
     pub max_connections: usize,
@@ -72,7 +80,8 @@ pub async fn serve(
 
 /// Serves `service` (an axum `Router`, or the data plane's handler) on
 /// `listener` with `limits` until `shutdown` resolves, then stops accepting
-/// and lets open calls finish (at most `drain_timeout`).
+/// and lets open calls finish (at most `drain_timeout`). Every connection
+/// gets the head deadline and counts against `max_connections`.
 pub async fn serve_service<S, B>(
     service: S,
     listener: TcpListener,
@@ -85,20 +94,11 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(MAX_HEAD_BYTES)
-        .max_headers(MAX_HEADERS);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEAD_BYTES as u32)
-        .keep_alive_interval(Some(Duration::from_secs(30)));
-    let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let protocols = Arc::new(Protocols::new(&limits));
+    // One permit per open connection; all of them back means all closed.
+    let cap = limits.max_connections.clamp(1, u32::MAX as usize);
+    let slots = Arc::new(Semaphore::new(cap));
+    let (stop, stopped) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -109,39 +109,47 @@ where
             _ = &mut shutdown => break,
         };
         let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Per-connection errors (reset before accept) are the
-                    // client's; running out of descriptors passes.
-                    tracing::debug!(error = %e, "accept failed");
-                    if !matches!(e.kind(), std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset) {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                    continue;
-                }
+            accepted = accept(&listener) => match accepted {
+                Some(stream) => stream,
+                None => continue,
             },
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(service.clone());
-        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-        let conn = graceful.watch(conn);
+        let conn = Arc::clone(&protocols).serve(stream, service.clone(), stopped.clone());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
+            conn.await;
             drop(permit);
         });
     }
     drop(listener);
+    stop.send_replace(true);
     tokio::select! {
-        _ = graceful.shutdown() => {}
+        _ = slots.acquire_many(cap as u32) => {}
         _ = tokio::time::sleep(limits.drain_timeout) => {
             tracing::warn!(drain = ?limits.drain_timeout, "drain timeout: closing the calls still in flight");
         }
     }
     Ok(())
+}
+
+/// The next connection, or `None` after a failed accept. Per-connection
+/// errors (reset before accept) are the client's; any other (out of
+/// descriptors) waits a little before the next try.
+async fn accept(listener: &TcpListener) -> Option<tokio::net::TcpStream> {
+    match listener.accept().await {
+        Ok((stream, _)) => Some(stream),
+        Err(e) => {
+            tracing::debug!(error = %e, "accept failed");
+            if !matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
+            ) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            None
+        }
+    }
 }
 
 /// One stop signal shared by several servers (data, admin, simulator):

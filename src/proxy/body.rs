@@ -1,7 +1,5 @@
-//! Bodies on the data path: the caller's request body, read whole up to
-//! `max_body` (it must be replayable after a session error, and a body over
-//! the limit must not reach the upstream at all); and the upstream's
-//! answers, of which only as much is read as tells a session error from an
+//! Answer bodies on the data path (the caller's request body is
+//! [`super::request_body`]'s): the upstream's answers, of which only as much is read as tells a session error from an
 //! ordinary answer ([`examine`]) before the whole answer is streamed on,
 //! byte for byte as the upstream sent it.
 
@@ -10,30 +8,9 @@ use crate::upstream::PooledBody;
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, StatusCode};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 
-use super::ProxyError;
 
-/// Reads a request body whole, refusing one over `max` bytes; a declared
-/// `Content-Length` over the limit is refused before reading anything.
-pub async fn read_request<B>(body: B, max: usize) -> Result<Bytes, ProxyError>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    if body.is_end_stream() {
-        return Ok(Bytes::new()); // no body at all: nothing to read
-    }
-    // hyper has parsed `Content-Length` already: it is the exact size hint.
-    if body.size_hint().lower() > max as u64 {
-        return Err(ProxyError::BodyTooLarge(max));
-    }
-    match Limited::new(body, max).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<LengthLimitError>() => Err(ProxyError::BodyTooLarge(max)),
-        Err(_) => Err(ProxyError::BodyRead),
-    }
-}
 
 /// The first bytes of an upstream answer, and the rest still unread.
 pub struct Peeked<B = PooledBody> {

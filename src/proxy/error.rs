@@ -28,6 +28,12 @@ pub enum ProxyError {
     BodyTooLarge(usize),
     #[error("the request body could not be read")]
     BodyRead,
+    #[error("the request body did not arrive whole within {0:?}")]
+    BodyTimeout(std::time::Duration),
+    #[error("kmproxy holds {0} bytes of request bodies already; retry shortly")]
+    BufferFull(usize),
+    #[error("the upstream answered 101 Switching Protocols to a call that asked for no upgrade")]
+    UnexpectedUpgrade,
     #[error(transparent)]
     Token(#[from] TokenError),
     #[error(transparent)]
@@ -74,6 +80,18 @@ impl ProxyError {
                 "KMPROXY-BODY-LIMIT",
             ),
             BodyRead => (StatusCode::BAD_REQUEST, "Request body unreadable", "KMPROXY-BODY"),
+            BodyTimeout(_) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "Request body too slow",
+                "KMPROXY-BODY-TIMEOUT",
+            ),
+            // The same code as `Overloaded`: to a client, both say "retry shortly".
+            BufferFull(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Too many request bodies buffered",
+                "KMPROXY-OVERLOADED",
+            ),
+            UnexpectedUpgrade => (StatusCode::BAD_GATEWAY, "Upstream unavailable", "KMPROXY-UPSTREAM"),
             Token(TokenError::Parked { .. }) => (StatusCode::BAD_GATEWAY, "Login rejected", "KMPROXY-LOGIN-REJECTED"),
             Token(TokenError::Backoff { .. }) => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -118,11 +136,15 @@ impl IntoResponse for ProxyError {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let retry_after = match &self {
             ProxyError::Token(TokenError::Backoff { retry_after, .. }) => Some(retry_after.as_secs().max(1)),
-            ProxyError::Overloaded(_) => Some(1),
+            ProxyError::Overloaded(_) | ProxyError::BufferFull(_) => Some(1),
             _ => None,
         };
         if let Some(secs) = retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        // The rest of a body that came too slowly is not waited for.
+        if matches!(self, ProxyError::BodyTimeout(_)) {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         res
     }

@@ -3,24 +3,28 @@
 //! in again and replay the call once.
 //!
 //! Per call: the path is classified ([`route`]); the caller is identified
-//! ([`crate::callers`]); the request body is read (capped, so it can be
-//! replayed: [`body`]); headers are cleaned ([`headers`]); then
-//! [`replay`] sends it with the principal's prepared `kmauthtoken`, and
-//! sends it once more if the upstream said the session expired. Every
-//! refusal and failure is a [`ProxyError`], answered in Oracle's shape
-//! ([`error`]).
+//! ([`crate::callers`]); the request body is read (capped in size, time
+//! and memory, so it can be replayed: [`request_body`]); headers are
+//! cleaned ([`headers`]); then [`replay`] sends it with the principal's
+//! prepared `kmauthtoken`, and sends it once more if the upstream said the
+//! session expired. Every refusal and failure is a [`ProxyError`], answered
+//! in Oracle's shape ([`error`]); one sent before the body was read whole
+//! is settled so the connection stays usable ([`early`]).
 
 pub mod body;
 pub mod client_logins;
+pub mod early;
 pub mod error;
 pub mod headers;
 pub mod replay;
+pub mod request_body;
 pub mod route;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::response::{IntoResponse, Response};
+use http::request::Parts;
 use http::{HeaderName, HeaderValue, Request};
 use hyper::body::Incoming;
 use tracing::Instrument;
@@ -32,6 +36,7 @@ use crate::kmauthtoken::{self, CallerFields};
 use crate::metrics::RequestLabels;
 pub use error::ProxyError;
 use replay::Call;
+use request_body::{Budget, Rules};
 use route::Api;
 
 /// The request id header, kept from the caller or made.
@@ -52,53 +57,82 @@ pub struct CallInfo {
 /// own errors alike).
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response {
     // What the access line needs is taken only when it is written.
-    let access = tracing::enabled!(target: "kmproxy::access", tracing::Level::INFO)
-        .then(|| (Instant::now(), req.method().clone(), req.uri().clone()));
+    let started = tracing::enabled!(target: "kmproxy::access", tracing::Level::INFO).then(Instant::now);
     let live = app.live();
-    let id = request_id(req.headers());
+    let (parts, mut body) = req.into_parts();
+    // A body must be whole within `body_read_timeout` of its head; a
+    // bodyless call reads no clock for it.
+    let deadline = (!http_body::Body::is_end_stream(&body))
+        .then(|| tokio::time::Instant::now() + live.config.server.body_read_timeout);
+    let id = request_id(&parts.headers);
     let span = tracing::info_span!("request", id = %String::from_utf8_lossy(id.as_bytes()));
     let mut info = CallInfo::default();
+    let head = Head {
+        parts: &parts,
+        deadline,
+        budget: &app.metrics.request_body_bytes,
+    };
     // Boxed: the call's future is then a few hundred bytes, cheap for
     // hyper to move and store, where inline it would be several KiB.
-    let forwarding = Box::pin(forward(&app, &live, req, &id, &mut info).instrument(span.clone()));
+    let forwarding = Box::pin(forward(&app, &live, &head, &mut body, &id, &mut info).instrument(span.clone()));
     let mut res = match forwarding.await {
         Ok(res) => res,
         Err(e) => {
-            // The caller's mistakes are not the operator's problem.
-            span.in_scope(|| {
-                if e.status().is_server_error() {
-                    tracing::warn!(status = e.status().as_u16(), error = %e, "call failed");
-                } else {
-                    tracing::debug!(status = e.status().as_u16(), error = %e, "call refused");
-                }
-            });
-            e.into_response()
+            span.in_scope(|| log_refusal(&e));
+            let mut res = e.into_response();
+            // A refused upload is read and thrown away up to twice
+            // `max_body` (the rest of a body just over it), no further.
+            let linger_max = 2 * live.config.server.max_body as u64;
+            early::settle(body, parts.version, deadline, linger_max, &mut res).await;
+            res
         }
     };
     res.headers_mut().insert(REQUEST_ID, id);
     let status = res.status().as_u16();
-    let label = || match info.caller {
+    if let Some(started) = started {
+        span.in_scope(|| access_line(&live, &app, &parts, &info, status, started));
+    }
+    count(&live, &app, &info, status);
+    res
+}
+
+/// The caller's mistakes are not the operator's problem.
+fn log_refusal(e: &ProxyError) {
+    if e.status().is_server_error() {
+        tracing::warn!(status = e.status().as_u16(), error = %e, "call failed");
+    } else {
+        tracing::debug!(status = e.status().as_u16(), error = %e, "call refused");
+    }
+}
+
+/// The metrics label of the call's caller.
+fn caller_label<'a>(live: &'a Live, app: &'a App, info: &CallInfo) -> &'a Arc<String> {
+    match info.caller {
         Caller::None => &app.metrics.no_caller,
         Caller::Unknown => &app.metrics.unknown_caller,
         Caller::Known(i) => &live.caller_labels[i],
-    };
-    if let Some((started, method, uri)) = access {
-        let principal = info.principal.map_or("-", |p| live.config.principals[p].name.as_str());
-        span.in_scope(|| {
-            tracing::info!(
-                target: "kmproxy::access",
-                caller = %label(),
-                principal,
-                method = %method,
-                path = uri.path(),
-                status,
-                upstream_ms = info.upstream.map(|d| d.as_secs_f64() * 1e3),
-                replayed = info.replayed,
-                total_ms = started.elapsed().as_secs_f64() * 1e3,
-                "call"
-            )
-        });
     }
+}
+
+/// Writes the call's access line.
+fn access_line(live: &Live, app: &App, parts: &Parts, info: &CallInfo, status: u16, started: Instant) {
+    let principal = info.principal.map_or("-", |p| live.config.principals[p].name.as_str());
+    tracing::info!(
+        target: "kmproxy::access",
+        caller = %caller_label(live, app, info),
+        principal,
+        method = %parts.method,
+        path = parts.uri.path(),
+        status,
+        upstream_ms = info.upstream.map(|d| d.as_secs_f64() * 1e3),
+        replayed = info.replayed,
+        total_ms = started.elapsed().as_secs_f64() * 1e3,
+        "call"
+    )
+}
+
+/// Counts the call by caller and status.
+fn count(live: &Live, app: &App, info: &CallInfo, status: u16) {
     match (status, info.caller) {
         (200, Caller::Known(i)) => live.ok_counters[i].inc(),
         (200, Caller::None) => live.ok_counters[live.caller_labels.len()].inc(),
@@ -106,12 +140,11 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response {
             .metrics
             .requests
             .get_or_create(&RequestLabels {
-                caller: Arc::clone(label()),
+                caller: Arc::clone(caller_label(live, app, info)),
                 status,
             })
             .inc(),
     };
-    res
 }
 
 /// The caller's `x-request-id` when it is a sane token, else a new one.
@@ -139,16 +172,25 @@ fn new_request_id() -> HeaderValue {
     HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
+/// A request's head, and what its body is read under.
+struct Head<'a> {
+    parts: &'a Parts,
+    /// When the body must be whole; `None` for a bodyless request.
+    deadline: Option<tokio::time::Instant>,
+    budget: &'a Budget,
+}
+
 async fn forward(
     app: &App,
     live: &Live,
-    req: Request<Incoming>,
+    head: &Head<'_>,
+    body: &mut Incoming,
     request_id: &HeaderValue,
     info: &mut CallInfo,
 ) -> Result<Response, ProxyError> {
-    crate::host::check(&req, &live.config.server.allowed_hosts)?;
-    let (parts, body) = req.into_parts();
+    let parts = head.parts;
     let config = &live.config;
+    crate::host::check_head(&parts.headers, &parts.uri, parts.version, &config.server.allowed_hosts)?;
     let client_logins = config.server.client_logins == ClientLogins::Answer;
     // The caller is learnt first, so that even a refused call is counted
     // under it; the path's verdict still comes first.
@@ -160,7 +202,10 @@ async fn forward(
     let api = match route::classify(&parts.uri) {
         Err(route::Refusal::AuthPath) if client_logins => {
             let endpoint = client_logins::endpoint(&parts.method, parts.uri.path()).ok_or(route::Refusal::AuthPath)?;
-            let body = body::read_request(body, client_logins::MAX_BODY).await?;
+            let (body, _held) = match head.deadline {
+                None => Default::default(),
+                Some(deadline) => Box::pin(read_body(config, head, deadline, body)).await?,
+            };
             return client_logins::answer(config, &app.placeholders, endpoint, caller, &parts.headers, &body);
         }
         api => api?,
@@ -183,13 +228,36 @@ async fn forward(
         // Boxed: waiting is the exception, and this future stays small.
         Err(_) => Box::pin(wait_for_slot(live)).await?,
     };
-    let body = body::read_request(body, config.server.max_body).await?;
+    let (body, _held) = match head.deadline {
+        None => Default::default(),
+        Some(deadline) => Box::pin(read_body(config, head, deadline, body)).await?,
+    };
     let origin = match api {
         Api::Content => &live.content,
         Api::Search => &live.search,
     };
-    let call = Call::new(&parts, body, origin, bearer, caller_fields, request_id, config)?;
+    let call = Call::new(parts, body, origin, bearer, caller_fields, request_id, config)?;
     replay::send(live, &app.metrics, &call, principal, info).await
+}
+
+/// Reads the request body under the server's rules (boxed by the caller:
+/// bodyless calls, the most common, never build this future).
+async fn read_body<'a>(
+    config: &crate::config::Config,
+    head: &Head<'a>,
+    deadline: tokio::time::Instant,
+    body: &mut Incoming,
+) -> Result<(bytes::Bytes, Option<request_body::Reservation<'a>>), ProxyError> {
+    let server = &config.server;
+    let rules = Rules {
+        max_body: server.max_body,
+        deadline,
+        timeout: server.body_read_timeout,
+        budget: head.budget,
+        max_buffered: server.max_buffered,
+    };
+    let (bytes, held) = request_body::read_request(body, &rules).await?;
+    Ok((bytes, Some(held)))
 }
 
 /// Waits up to `server.queue_timeout` for one of the `max_in_flight` slots.

@@ -120,6 +120,11 @@ pub async fn send(
     loop {
         let creds = live.tokens.credentials(principal).await?;
         let mut res = match exchange(live, metrics, call, &creds, info).await? {
+            // No call asks for an upgrade: passed on, a 101 would end the
+            // caller's connection with nothing to switch to.
+            Outcome::Answer(res) if res.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
+                return Err(ProxyError::UnexpectedUpgrade)
+            }
             Outcome::Answer(res) => res,
             // A second session error in a row reaches the caller.
             Outcome::SessionExpired(res) if info.replayed => res,
