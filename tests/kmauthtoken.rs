@@ -18,12 +18,15 @@ async fn oracle_clients_typed_fields_reach_the_upstream_with_their_types() {
         "integrationUserToken":null,"localeId":"en_US","referrer":null,"querySource":1.50});
     let a = env
         .get(
-            "/srt/api/latest/search/question",
+            "/srt/api/latest/search/question?question=reset",
             &[("x-kmproxy-key", HELPDESK_KEY), ("kmauthtoken", &sent.to_string())],
         )
         .await;
     assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
-    let r = &env.simulator().requests()[0];
+    assert_eq!(env.simulator().request_count(), 1);
+    // What kmproxy sent, from the simulator's record of the call answered.
+    let r = env.simulator().request_for(&a.headers).unwrap();
+    assert_eq!(r.path, "/srt/api/latest/search/question");
     let k = r.kmauthtoken.as_ref().unwrap();
     for field in [
         "interfaceId",

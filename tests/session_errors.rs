@@ -11,6 +11,7 @@ use std::io::Read;
 use bytes::Bytes;
 use common::{Answer, Env};
 use http::{Method, StatusCode};
+use kmproxy::sim::RecordedRequest;
 use kmproxy::sim::{LoginKind, LoginOutcome, SessionShape};
 use sha2::{Digest, Sha256};
 
@@ -20,6 +21,29 @@ type Headers<'a> = &'a [(&'a str, &'a str)];
 /// replaces this test binary's global allocator with a counting one).
 fn allocations_in(f: impl FnOnce()) -> u64 {
     allocation_counter::measure(f).count_total
+}
+
+/// An `Env` for tests that expire tokens back to back: a second
+/// session-error re-login within `tokens.min_relogin_interval` (10 s by
+/// default) is refused and the error reaches the caller (README, "at most
+/// once per `tokens.min_relogin_interval`"), so these opt out.
+async fn env_without_relogin_spacing() -> Env {
+    Env::builder()
+        .config(|c| c.tokens.min_relogin_interval = std::time::Duration::ZERO)
+        .start()
+        .await
+}
+
+/// The request the simulator recorded for `a`, checked to be the last it
+/// received (the replay, after a session error).
+fn last_request_answered(env: &Env, a: &Answer) -> RecordedRequest {
+    let r = env
+        .simulator()
+        .request_for(&a.headers)
+        .expect("the answer names its recorded request");
+    let last = env.simulator().requests().last().map(|l| l.id);
+    assert_eq!(Some(r.id), last, "the caller got the answer to the last request sent");
+    r
 }
 
 fn integration_logins(env: &Env) -> u64 {
@@ -111,7 +135,7 @@ fn an_ordinary_2xx_costs_the_check_no_allocation() {
 
 #[tokio::test]
 async fn a_compressed_session_error_is_replayed_and_the_caller_gets_the_upstreams_bytes() {
-    let env = Env::start().await;
+    let env = env_without_relogin_spacing().await;
     for coding in ["gzip", "deflate", "br"] {
         // The simulator compresses its 401 too: kmproxy decodes it for the check.
         let direct = env
@@ -138,29 +162,48 @@ async fn a_compressed_session_error_is_replayed_and_the_caller_gets_the_upstream
         assert_eq!((logins, requests), (1, 2), "{coding}: one login, one replay");
         assert_eq!(a.headers["content-encoding"], coding, "the upstream's coding is kept");
         let json: serde_json::Value = serde_json::from_slice(&decoded(&a)).unwrap();
-        assert_eq!(json["path"], "/km/api/latest/content", "{coding}");
+        assert!(
+            json["items"].as_array().is_some_and(|i| !i.is_empty()),
+            "{coding}: the content list: {json}"
+        );
+        let replay = last_request_answered(&env, &a);
+        assert_eq!(
+            (replay.method.as_str(), replay.path.as_str()),
+            ("GET", "/km/api/latest/content"),
+            "{coding}"
+        );
+        assert_eq!(replay.headers["accept-encoding"], coding, "{coding}");
     }
     env.stop().await;
 }
 
 #[tokio::test]
 async fn every_error_shape_costs_one_login_and_one_replay_of_the_same_body() {
-    let env = Env::start().await;
-    let body: &'static [u8] = br#"{"question":"how do I reset my password?"}"#;
+    let env = env_without_relogin_spacing().await;
+    // Endpoints that take a body: a content write, a search (the Digital
+    // Assistant sample POSTs its question), and a batch, whose answer
+    // depends on the body it got.
+    let write: &'static [u8] = br#"{"title":"How do I reset my password?","contentType":{"referenceKey":"FAQ"}}"#;
+    let search: &'static [u8] = br#"{"question":"how do I reset my password?"}"#;
+    let batch: &'static [u8] =
+        br#"{"asynchronous":false,"requests":[{"id":"a1","method":"GET","relativeUrl":"content/answers/1000078"}]}"#;
+    let content = "/km/api/latest/content";
+    let question = "/srt/api/latest/search/question?question=reset";
+    let batched = "/km/api/latest/batch";
     let json = [("content-type", "application/json"), ("accept", "application/json")];
     let xml = [("content-type", "application/json"), ("accept", "application/xml")];
     let gzip_json = [("content-type", "application/json"), ("accept-encoding", "gzip")];
-    let cases: [(SessionShape, &str, Headers); 8] = [
-        (SessionShape::ByApi, "/km/api/latest/content/answers", &json),
-        (SessionShape::ByApi, "/km/api/latest/content/answers", &xml),
-        (SessionShape::ByApi, "/srt/api/latest/search/question", &json),
-        (SessionShape::ByApi, "/srt/api/latest/search/question", &gzip_json),
-        (SessionShape::Object, "/srt/api/latest/search/question", &json),
-        (SessionShape::Errors, "/km/api/latest/content/answers", &json),
-        (SessionShape::List, "/km/api/latest/content/answers", &json),
-        (SessionShape::List, "/km/api/latest/content/answers", &gzip_json),
+    let cases: [(SessionShape, &str, Headers, &'static [u8]); 8] = [
+        (SessionShape::ByApi, content, &json, write),
+        (SessionShape::ByApi, content, &xml, write),
+        (SessionShape::ByApi, question, &json, search),
+        (SessionShape::ByApi, question, &gzip_json, search),
+        (SessionShape::Object, question, &json, search),
+        (SessionShape::Errors, batched, &json, batch),
+        (SessionShape::List, content, &json, write),
+        (SessionShape::List, batched, &gzip_json, batch),
     ];
-    for (shape, path, headers) in cases {
+    for (shape, path, headers, body) in cases {
         env.simulator().set_session_error_shape(shape);
         let (a, logins, requests) = across_expiry(&env, Method::POST, path, headers, body).await;
         let case = format!("{shape:?} {path} {headers:?}");
@@ -170,15 +213,31 @@ async fn every_error_shape_costs_one_login_and_one_replay_of_the_same_body() {
         let [.., first, replay] = &sent[..] else {
             panic!("two requests")
         };
+        let (path, query) = path.split_once('?').map_or((path, None), |(p, q)| (p, Some(q)));
+        for r in [first, replay] {
+            assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", path), "{case}");
+            assert_eq!(r.query.as_deref(), query, "{case}");
+        }
         assert_eq!(first.body_sha256, hex::encode(Sha256::digest(body)), "{case}");
         assert_eq!(replay.body_sha256, first.body_sha256, "{case}");
+        assert_eq!(last_request_answered(&env, &a).id, replay.id, "{case}");
+        if body == batch {
+            let answer: serde_json::Value = serde_json::from_slice(&decoded(&a)).unwrap();
+            let response = &answer["responses"][0];
+            assert_eq!(
+                (&response["id"], &response["status"]),
+                (&"a1".into(), &200.into()),
+                "{case}"
+            );
+            assert_eq!(response["body"]["answerId"], 1000078, "{case}: the batch sent was run");
+        }
     }
     env.stop().await;
 }
 
 #[tokio::test]
 async fn a_2xx_errors_document_is_a_session_error_too() {
-    let env = Env::start().await;
+    let env = env_without_relogin_spacing().await;
     env.simulator().set_session_error_shape(SessionShape::Portal);
     for headers in [
         &[][..],
@@ -211,6 +270,12 @@ async fn a_2xx_errors_document_is_a_session_error_too() {
             answer.get("errors").is_none(),
             "the replay's answer, not the error: {answer}"
         );
+        assert!(
+            answer["items"].as_array().is_some_and(|i| !i.is_empty()),
+            "{headers:?}: {answer}"
+        );
+        let replay = last_request_answered(&env, &a);
+        assert_eq!(replay.path, "/km/api/latest/content", "{headers:?}");
     }
     env.stop().await;
 }
@@ -259,13 +324,27 @@ async fn a_python_requests_call_with_a_typed_kmauthtoken_is_forwarded_with_its_t
     let ok = env.get("/km/api/latest/content", &headers).await;
     assert_eq!(ok.status, StatusCode::OK, "{:?}", ok.body);
     // And across an expiry: the replay carries the same types.
-    let (a, logins, requests) =
-        across_expiry(&env, Method::GET, "/srt/api/latest/search/question", &headers, b"").await;
+    let (a, logins, requests) = across_expiry(
+        &env,
+        Method::GET,
+        "/srt/api/latest/search/question?question=reset",
+        &headers,
+        b"",
+    )
+    .await;
     assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
     assert_eq!((logins, requests), (1, 2));
     assert_eq!(a.headers["content-encoding"], "gzip");
-    serde_json::from_slice::<serde_json::Value>(&decoded(&a)).unwrap();
-    for r in env.simulator().requests() {
+    let answer: serde_json::Value = serde_json::from_slice(&decoded(&a)).unwrap();
+    assert!(answer["results"]["results"].is_array(), "a search answer: {answer}");
+    let replay = last_request_answered(&env, &a);
+    assert_eq!(
+        (replay.path.as_str(), replay.query.as_deref()),
+        ("/srt/api/latest/search/question", Some("question=reset"))
+    );
+    let sent = env.simulator().requests();
+    assert_eq!(sent.len(), 3, "the plain call, the expired one, its replay");
+    for r in sent {
         assert_eq!(r.headers["accept-encoding"], "gzip, deflate");
         assert_eq!(r.headers["accept"], "*/*");
         let k = r.kmauthtoken.as_ref().unwrap();
