@@ -10,8 +10,6 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, StatusCode};
 use http_body_util::BodyExt;
 
-
-
 /// The first bytes of an upstream answer, and the rest still unread.
 pub struct Peeked<B = PooledBody> {
     /// What has been read so far: nothing, the first frame (not copied),
