@@ -164,3 +164,22 @@ async fn no_admin_port_or_no_config_is_a_failure_that_says_so() {
     );
     assert_eq!(why.lines().count(), 1, "{why}");
 }
+
+#[tokio::test]
+async fn help_says_what_it_probes_and_how() {
+    let o = probe(&["probe", "--help"]).await;
+    assert_eq!(o.status.code(), Some(0));
+    let help = stdout(&o);
+    for says in [
+        "/healthz",
+        "/readyz",
+        "--ready",
+        "--admin",
+        "--timeout",
+        "Host: 127.0.0.1",
+        "[default: 2s]",
+        "loopback",
+    ] {
+        assert!(help.contains(says), "{says} missing in:\n{help}");
+    }
+}
