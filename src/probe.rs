@@ -49,6 +49,8 @@ pub enum ProbeError {
     Timeout { addr: SocketAddr, timeout: Duration },
     #[error("cannot connect to {addr}: {source}")]
     Connect { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot build the request: {0}")]
+    Request(#[from] http::Error),
     #[error("no HTTP answer from {addr}: {source}")]
     Http { addr: SocketAddr, source: hyper::Error },
     #[error("GET {path} on {addr} answered {status}: {first_line}")]
@@ -158,8 +160,7 @@ async fn get(addr: SocketAddr, path: &'static str) -> Result<(u16, String), Prob
             concat!("kmproxy-probe/", env!("CARGO_PKG_VERSION")),
         )
         .header(http::header::CONNECTION, "close")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| ProbeError::Config(format!("cannot build the request: {e}")))?;
+        .body(Empty::<Bytes>::new())?;
     let res = sender.send_request(req).await.map_err(not_http)?;
     let status = res.status().as_u16();
     let body = match Limited::new(res.into_body(), MAX_BODY).collect().await {
