@@ -7,6 +7,7 @@
 #   docker run --rm -v "$PWD/kmproxy.toml:/etc/kmproxy/kmproxy.toml:ro" kmproxy          # serve
 #   docker run --rm -v "$PWD/kmproxy.toml:/etc/kmproxy/kmproxy.toml:ro" kmproxy check    # validate it
 #   docker run --rm kmproxy --help                                                    # any command
+#   docker inspect --format '{{json .State.Health}}' CONTAINER                        # the HEALTHCHECK (kmproxy probe)
 #
 # Base images are pinned by tag. For reproducible builds, pin them by digest
 # as well, e.g. `FROM rust:1.95-slim-bookworm@sha256:<digest> AS builder`
@@ -88,13 +89,28 @@ USER 10001:10001
 # 8080: data plane (server.listen); 9090: admin (server.admin_listen).
 EXPOSE 8080 9090
 
-# No HEALTHCHECK: the image has no curl or wget, and kmproxy has no probe
-# subcommand. Probe the admin port from outside instead:
-#   GET /healthz  liveness (the process serves)
-#   GET /readyz   readiness (200 once the integration token is held, else 503)
-# e.g. Kubernetes httpGet probes on port 9090 (deploy/kubernetes/), which
-# need server.admin_listen = "0.0.0.0:9090".
+# Health: the image has no curl or wget, so the binary probes itself.
+# `kmproxy probe` sends one GET /healthz to the admin port of the mounted
+# config (server.admin_listen; 0.0.0.0 is probed on loopback, so the default
+# 127.0.0.1:9090 works too: the check runs inside the container) and exits
+# 0 on a 200, else 1 with the reason on stderr (`docker inspect` shows it
+# under .State.Health.Log). It needs admin_listen on (not "off").
 #
+# Liveness (/healthz), not readiness (/readyz), on purpose: an orchestrator
+# that restarts unhealthy containers (Swarm, autoheal) would otherwise
+# restart a kmproxy whose API user is parked after a rejected login, and a
+# fresh process (without fleet mode) no longer knows the verdict and tries
+# the password again; B2C locks an account after 5 failures. For "can it
+# serve yet", run `kmproxy probe --ready` (`docker exec CONTAINER kmproxy
+# probe --ready`, a deploy script) or use a Kubernetes readinessProbe.
+# An image run as something else (the simulator, `check`) turns the check
+# off: compose's `healthcheck: {disable: true}`, `docker run --no-healthcheck`.
+#
+# timeout 3s > the probe's own 2s, so an answer that is slow is reported
+# by the probe with its reason rather than killed by Docker.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+  CMD ["kmproxy", "probe"]
+
 # Signals (kmproxy runs as PID 1 and handles them itself):
 #   SIGTERM (Docker's default stop signal): stop accepting, finish in-flight
 #     calls for up to server.drain_timeout (default 30s), exit 0. Docker's

@@ -1,5 +1,5 @@
 //! The command line: `serve` (default), `check [--login]`, `demo`,
-//! `simulate`, `hash-key`. Parses flags, sets up logging, and hands over to
+//! `simulate`, `hash-key`, `probe [--ready]`. Parses flags, sets up logging, and hands over to
 //! library code; a bad config exits with status 2.
 
 use std::io::Read as _;
@@ -67,14 +67,26 @@ pub enum Command {
     },
     /// Read a caller key on stdin and print the value for `key_sha256`.
     HashKey,
+    /// Exit 0 if the admin port answers GET /healthz (or /readyz) with 200: a container health check.
+    ///
+    /// The image has no curl, so the binary probes itself: one HTTP/1.1 GET with `Host: 127.0.0.1` to
+    /// the admin address, server.admin_listen of the config (--config, $KMPROXY_CONFIG, ./kmproxy.toml;
+    /// 0.0.0.0 or [::] is probed on loopback) or --admin ADDR, within --timeout in all. A 200 exits 0
+    /// and prints one line on stdout; anything else (connection refused, a timeout, another status,
+    /// an unreadable config, admin_listen = "off") exits 1 with one line on stderr saying why: the
+    /// status and the first line of the body, e.g. `GET /readyz on 127.0.0.1:9090 answered 503: not
+    /// ready: API user login rejected: ...`. Never 2, which Docker's HEALTHCHECK reserves.
+    Probe(crate::probe::ProbeArgs),
 }
 
 /// Entry point used by `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    if let Some(Command::HashKey) = cli.command {
-        return hash_key();
+    match &cli.command {
+        Some(Command::HashKey) => return hash_key(),
+        Some(Command::Probe(args)) => return crate::probe::main(&config_path(&cli), args),
+        _ => {}
     }
     let workers = worker_threads();
     let runtime = match workers {
@@ -122,8 +134,13 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// `--config`, else `$KMPROXY_CONFIG` (read by clap), else `./kmproxy.toml`.
+fn config_path(cli: &Cli) -> PathBuf {
+    cli.config.clone().unwrap_or_else(|| PathBuf::from("kmproxy.toml"))
+}
+
 async fn dispatch(cli: Cli) -> ExitCode {
-    let config_path = cli.config.clone().unwrap_or_else(|| PathBuf::from("kmproxy.toml"));
+    let config_path = config_path(&cli);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&config_path).await,
         Command::Check { login } => check(&config_path, login).await,
@@ -134,6 +151,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
         } => demo(listen, admin_listen, sim_listen).await,
         Command::Simulate { listen } => simulate(listen).await,
         Command::HashKey => hash_key(),
+        Command::Probe(args) => crate::probe::run(&config_path, &args).await,
     }
 }
 

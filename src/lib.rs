@@ -11,7 +11,10 @@
 //! A module imports only from modules listed below it (`tests/layout.rs`
 //! checks this), so a request flows down the list, never back up:
 //!
-//! - [`cli`]: the commands (`serve`, `check`, `demo`, `simulate`, `hash-key`).
+//! - [`cli`]: the commands (`serve`, `check`, `demo`, `simulate`, `hash-key`,
+//!   `probe`).
+//! - [`probe`]: `kmproxy probe [--ready]`, the container health check: one
+//!   GET to the admin port.
 //! - [`demo`]: the simulator plus a kmproxy in front of it.
 //! - [`run`]: the one entry point that runs a kmproxy (data and admin
 //!   listeners, warm-up, shutdown), used by `serve`, `demo` and the tests.
@@ -37,6 +40,7 @@
 //!   imports nothing from the proxy.
 
 pub mod cli;
+pub mod probe;
 pub mod demo;
 pub mod run;
 pub mod admin;
