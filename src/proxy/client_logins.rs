@@ -91,19 +91,38 @@ pub fn identify(
     };
     let (integration, user) = (check(&fields.integration)?, check(&fields.user)?);
     let (mut caller, mut principal) = callers::identify(config, headers);
-    if let (Caller::None, Some(Binding::Caller(c))) = (caller, integration) {
-        caller = Caller::Known(c);
-        principal = callers::principal(config, headers, caller);
+    match (caller, integration) {
+        // A key that matches no caller is refused, placeholders or not.
+        (Caller::Unknown, _) => return Ok((caller, principal)),
+        (Caller::None, Some(Binding::Caller(c))) => {
+            caller = Caller::Known(c);
+            principal = callers::principal(config, headers, caller);
+        }
+        _ => {}
     }
     match user {
+        // Bound to this caller, and a principal it may still use (a reload
+        // may have taken it away).
         Some(Binding::User {
             caller: bound,
             principal: p,
-        }) if bound == caller.known() => principal = Ok(p),
+        }) if bound == caller.known() && allowed(config, caller, headers).contains(&p) => principal = Ok(p),
         Some(_) => return Err(Stale),
         None => {}
     }
     Ok((caller, principal))
+}
+
+/// The principals `caller` may use: its own and those in its `act_as`;
+/// without a key, the default principal.
+fn allowed(config: &Config, caller: Caller, headers: &HeaderMap) -> Vec<PrincipalId> {
+    match caller {
+        Caller::Known(c) => std::iter::once(config.callers[c].principal)
+            .chain(config.callers[c].act_as.iter().copied())
+            .collect(),
+        Caller::None => callers::principal(config, headers, caller).ok().into_iter().collect(),
+        Caller::Unknown => Vec::new(),
+    }
 }
 
 /// Answers a client's own login call.
@@ -170,13 +189,7 @@ struct UserForm {
 
 /// The principal a user login names, among those the caller may use.
 fn user_principal(config: &Config, caller: Caller, headers: &HeaderMap, form: &UserForm) -> Option<PrincipalId> {
-    let allowed: Vec<PrincipalId> = match caller.known() {
-        Some(c) => std::iter::once(config.callers[c].principal)
-            .chain(config.callers[c].act_as.iter().copied())
-            .collect(),
-        None => callers::principal(config, headers, caller).ok().into_iter().collect(),
-    };
-    allowed.into_iter().find(|&p| {
+    allowed(config, caller, headers).into_iter().find(|&p| {
         matches!(&config.principals[p].kind, PrincipalKind::User { external_type, user, .. }
             if *user == form.user_name && external_type.as_str().eq_ignore_ascii_case(&form.user_external_type))
     })

@@ -174,15 +174,20 @@ fn readings(raw: &[u8], mut judge: impl FnMut(&[u8]) -> Result<(), Refusal>) -> 
     }
     let mut reading = percent_decode(raw).ok_or(Refusal::BadPath)?;
     std::str::from_utf8(&reading).map_err(|_| Refusal::BadPath)?;
-    loop {
+    for _ in 0..MAX_READINGS {
         judge(&reading)?;
-        // Each decoding is shorter than the last: this ends.
         match reading.contains(&b'%').then(|| percent_decode(&reading)).flatten() {
             Some(next) => reading = next,
             None => return Ok(()),
         }
     }
+    // Still more to decode: no API path is encoded this many times, and
+    // following it further would cost the square of its depth per call.
+    Err(Refusal::BadPath)
 }
+
+/// Decodings judged: the servlet's, a front server's, and one more.
+const MAX_READINGS: usize = 3;
 
 /// A decoded byte that changes where a path is split or cut: `/` and `\`
 /// (encoded separators), NUL and the other control bytes (which end a name
@@ -222,6 +227,21 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn deeply_nested_encodings_are_refused_at_once() {
+        let deep = format!("/km/api/latest/%{}61uth/authorize", "25".repeat(30_000));
+        let uri: http::Uri = deep.parse().expect("uri");
+        let started = std::time::Instant::now();
+        assert_eq!(classify(&uri), Err(Refusal::BadPath));
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        let uri: http::Uri = "/km/api/latest/content/100%25".parse().expect("uri");
+        assert!(classify(&uri).is_ok());
+    }
 
     fn check(target: &str) -> Result<Api, Refusal> {
         classify(&Uri::try_from(target).unwrap_or_else(|e| panic!("{target}: {e}")))
