@@ -6,6 +6,7 @@
 //!
 //! * `GET /km/api/{ver}/knowledgeInteraction/startInteraction` → `{"knowledgeInteractionId"}`
 //! * `GET /km/api/{ver}/content/blob?bytes=N[&chunked=1][&fail_after=M][&stall_after=M]` → N pattern bytes
+//! * `GET /km/api/{ver}/content/large?items=N[&stall_after=M]` → a content list of N items, streamed
 //! * `GET /km/api/{ver}/content/slow?ms=N` → the content list, after N ms
 //! * `GET /km/api/{ver}/content/redirect?to=URL` → 302 to URL
 //! * `GET /km/api/{ver}/content/echo-error?...` → 400 HTML page echoing the query (see `traps`)
@@ -31,7 +32,7 @@ use serde_json::json;
 
 use super::access;
 use super::auth;
-use super::blob::PatternBody;
+use super::blob::{JsonListBody, PatternBody};
 use super::errors::{Api, Format, OracleError};
 use super::record::{record, BodyDigest, REQUEST_ID_HEADER};
 use super::resources::{self, Call, Ctx};
@@ -86,6 +87,7 @@ fn routed_path(shared: &Shared, raw: &str) -> Result<String, servlet::ServletPat
 enum Endpoint {
     StartInteraction,
     Blob,
+    Large,
     Slow,
     Redirect,
     EchoErrorHtml,
@@ -101,6 +103,7 @@ fn endpoint(api: Api, method: &Method, rest: &[&str]) -> Endpoint {
     match rest {
         ["knowledgeInteraction", "startInteraction"] => Endpoint::StartInteraction,
         ["content", "blob"] => Endpoint::Blob,
+        ["content", "large"] => Endpoint::Large,
         ["content", "slow"] => Endpoint::Slow,
         ["content", "redirect"] => Endpoint::Redirect,
         ["content", "echo-error"] => Endpoint::EchoErrorHtml,
@@ -164,6 +167,7 @@ async fn answer(
     let result = match endpoint {
         Endpoint::StartInteraction => Ok(start_interaction(shared, parts)),
         Endpoint::Blob => blob(query),
+        Endpoint::Large => large(&ctx, query),
         Endpoint::Slow => match param_u64(query, "ms") {
             Ok(ms) => {
                 tokio::time::sleep(Duration::from_millis(ms.unwrap_or(0))).await;
@@ -243,6 +247,17 @@ fn blob(query: &str) -> Result<Response, OracleError> {
             .headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from(total));
     }
+    Ok(response)
+}
+
+fn large(ctx: &Ctx<'_>, query: &str) -> Result<Response, OracleError> {
+    let items = param_u64(query, "items")?.ok_or_else(|| OracleError::invalid_input("items=N is required"))?;
+    let stall_after = param_u64(query, "stall_after")?;
+    let body = JsonListBody::new(ctx.origin.clone(), ctx.version.clone(), items, stall_after);
+    let mut response = Body::new(body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(response)
 }
 

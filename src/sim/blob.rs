@@ -8,6 +8,13 @@
 //! and then fails, which makes the server abort the connection mid-body.
 //! With `stall_after=M` (M < N) it sends M bytes and then nothing, holding
 //! the connection open: a stalled upstream.
+//!
+//! [`JsonListBody`] is the same idea for a JSON answer
+//! (`GET /km/api/{ver}/content/large?items=N`): a content list of N items,
+//! each with a link on the simulator's origin, made as it is sent, in
+//! pieces of an odd size so links fall across piece boundaries; with
+//! `stall_after=M` it stalls after M bytes. It lets tests drive link
+//! rewriting over an answer of many MiB.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -143,6 +150,89 @@ impl http_body::Body for PatternBody {
     }
 }
 
+/// Size of each piece of a [`JsonListBody`]: odd and prime, so the links
+/// fall across piece boundaries at every offset.
+const JSON_PIECE: usize = 65_521;
+
+/// A content list of `items` items, made as it is sent.
+#[derive(Debug)]
+pub(crate) struct JsonListBody {
+    origin: String,
+    version: String,
+    next: u64,
+    items: u64,
+    sent: u64,
+    stall_after: Option<u64>,
+    pending: bytes::BytesMut,
+    ended: bool,
+}
+
+impl JsonListBody {
+    pub(crate) fn new(origin: String, version: String, items: u64, stall_after: Option<u64>) -> Self {
+        let mut pending = bytes::BytesMut::new();
+        pending.extend_from_slice(b"{\"items\":[");
+        Self {
+            origin,
+            version,
+            next: 0,
+            items,
+            sent: 0,
+            stall_after,
+            pending,
+            ended: false,
+        }
+    }
+
+    /// Appends items (then the list's end) until a piece's worth is pending.
+    fn fill(&mut self) {
+        use std::fmt::Write as _;
+        while self.pending.len() < JSON_PIECE && !self.ended {
+            if self.next == self.items {
+                let end = format!(
+                    "],\"hasMore\":false,\"count\":{},\"links\":[{{\"rel\":\"canonical\",\"href\":\"{}/km/api/{}/content/large\"}}]}}",
+                    self.items, self.origin, self.version
+                );
+                self.pending.extend_from_slice(end.as_bytes());
+                self.ended = true;
+                break;
+            }
+            let mut item = String::with_capacity(160);
+            let comma = if self.next == 0 { "" } else { "," };
+            let id = 2_000_000 + self.next;
+            let _ = write!(
+                item,
+                "{comma}{{\"answerId\":{id},\"title\":\"Item {id}\",\"links\":[{{\"rel\":\"canonical\",\"href\":\"{}/km/api/{}/content/answers/{id}\"}}]}}",
+                self.origin, self.version
+            );
+            self.pending.extend_from_slice(item.as_bytes());
+            self.next += 1;
+        }
+    }
+}
+
+impl http_body::Body for JsonListBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.stall_after.is_some_and(|m| this.sent >= m) {
+            return Poll::Pending; // no waker: nothing will ever come
+        }
+        this.fill();
+        if this.pending.is_empty() {
+            return Poll::Ready(None);
+        }
+        let piece = this.pending.split_to(JSON_PIECE.min(this.pending.len())).freeze();
+        this.sent += piece.len() as u64;
+        Poll::Ready(Some(Ok(Frame::data(piece))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended && self.pending.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,6 +280,18 @@ mod tests {
         assert_eq!(got, 100_000);
         let more = tokio::time::timeout(Duration::from_millis(100), body.frame()).await;
         assert!(more.is_err(), "nothing after the stall point");
+    }
+
+    #[tokio::test]
+    async fn the_json_list_is_one_document_with_a_link_per_item() {
+        let body = JsonListBody::new("http://h:1".into(), "latest".into(), 3000, None);
+        let all = body.collect().await.expect("no error").to_bytes();
+        let doc: serde_json::Value = serde_json::from_slice(&all).expect("JSON");
+        assert_eq!(doc["items"].as_array().map(Vec::len), Some(3000));
+        assert_eq!(
+            doc["items"][7]["links"][0]["href"],
+            "http://h:1/km/api/latest/content/answers/2000007"
+        );
     }
 
     #[test]

@@ -199,6 +199,15 @@ pub(crate) fn content_types(ctx: &Ctx<'_>, params: &Params) -> Doc {
     )
 }
 
+/// `GET contentTypes/{recordId}`: the target of each content type's link.
+pub(crate) fn content_type_by_id(ctx: &Ctx<'_>, id: &str) -> Result<Doc, OracleError> {
+    let t = CONTENT_TYPES
+        .iter()
+        .find(|t| t.record_id.eq_ignore_ascii_case(id))
+        .ok_or_else(article_not_found)?;
+    Ok(Doc::ok("contentType", content_type(ctx, t)))
+}
+
 /// A write (`POST content`, `PUT`/`PATCH`/`DELETE content/{id}`, ...):
 /// accepted and not stored. Answers the key of the record written (a new one
 /// for a `POST` to `content`), so the caller gets an Oracle-shaped body.

@@ -25,7 +25,7 @@
 //!   simulator's own origin, from `Host`), or 404. `docs/simulator.md` says
 //!   which Oracle documents each answer follows and what is simplified. The
 //!   `api` module has the special endpoints (`knowledgeInteraction/startInteraction`,
-//!   `content/blob`, `content/slow`, `content/redirect`), the `traps` module
+//!   `content/blob`, `content/large`, `content/slow`, `content/redirect`), the `traps` module
 //!   the misleading ones (`content/echo-error`, `content/echo-error-json`,
 //!   `content/upgrade`).
 //! * Answers never reflect the request: what kmproxy sent (method, path,

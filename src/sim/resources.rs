@@ -9,6 +9,7 @@
 //! | `GET /km/api/{ver}/content/docId/{documentId}` | `content::by_document_id` |
 //! | `GET /km/api/{ver}/content/{recordId}` | `content::by_record_id` |
 //! | `GET /km/api/{ver}/contentTypes` | `content::content_types` |
+//! | `GET /km/api/{ver}/contentTypes/{recordId}` | `content::content_type_by_id` |
 //! | `POST`/`PUT`/`PATCH`/`DELETE /km/api/{ver}/content[/...]` | `content::write` (accepted, not stored) |
 //! | `POST /km/api/{ver}/batch` | `batch::run` |
 //! | `GET`/`POST /srt/api/{ver}/search/question?question=...` | `search::question` |
@@ -75,6 +76,7 @@ pub(crate) fn answer(ctx: &Ctx<'_>, call: &Call<'_>) -> Result<Doc, OracleError>
         (Api::Km, ["content", "docId", id]) if read => content::by_document_id(ctx, &params, id),
         (Api::Km, ["content", id]) if read => content::by_record_id(ctx, &params, id),
         (Api::Km, ["contentTypes"]) if read => Ok(content::content_types(ctx, &params)),
+        (Api::Km, ["contentTypes", id]) if read => content::content_type_by_id(ctx, id),
         (Api::Km, ["content", rest @ ..]) if !read => Ok(content::write(ctx, call.method, rest)),
         (Api::Km, ["batch"]) if post => batch::run(ctx, call.body),
         (Api::Srt, ["search", "question"]) if read || post => search::question(ctx, &params, call.body),

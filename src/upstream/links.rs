@@ -168,6 +168,9 @@ pub struct Rewritten<B> {
     to: Target,
     /// Bytes held back: they may be the start of a needle.
     carry: BytesMut,
+    /// The last byte let through (before `carry`): a quote after a
+    /// backslash is inside a string, not the start of one.
+    last: u8,
     done: bool,
 }
 
@@ -178,6 +181,7 @@ impl<B> Rewritten<B> {
             links,
             to,
             carry: BytesMut::new(),
+            last: 0,
             done: false,
         }
     }
@@ -195,6 +199,9 @@ impl<B> Rewritten<B> {
                 data.len().saturating_sub(window)
             };
             self.carry.extend_from_slice(&data[safe..]);
+            if let Some(&b) = data[..safe].last() {
+                self.last = b;
+            }
             return data.slice(..safe);
         }
         self.carry.extend_from_slice(&data);
@@ -208,7 +215,11 @@ impl<B> Rewritten<B> {
         let mut i = 0;
         while let Some((at, len, escaped)) = self.links.find(&buf, i).filter(|(at, _, _)| *at < safe) {
             out.extend_from_slice(&buf[i..at]);
-            if ends_base(buf.get(at + len).copied()) && buf.get(at + len).is_some() {
+            // A quote after a backslash is inside a string (an article's
+            // HTML, say): that text is left as it is.
+            let before = if at == 0 { self.last } else { buf[at - 1] };
+            let opens = before != b'\\';
+            if opens && ends_base(buf.get(at + len).copied()) && buf.get(at + len).is_some() {
                 out.extend_from_slice(b"\"");
                 out.extend_from_slice(if escaped { &self.to.escaped } else { &self.to.plain });
                 i = at + len;
@@ -219,6 +230,9 @@ impl<B> Rewritten<B> {
         }
         let keep_from = i.max(safe);
         out.extend_from_slice(&buf[i..keep_from]);
+        if keep_from > 0 {
+            self.last = buf[keep_from - 1];
+        }
         self.carry.extend_from_slice(&buf[keep_from..]);
         out.freeze()
     }
@@ -292,8 +306,8 @@ mod tests {
         body.collect().await.map(|c| c.to_bytes().to_vec()).unwrap_or_default()
     }
 
-    const ANSWER: &str = r#"{"items":[{"title":"x https://site-irs.custhelp.com/no","links":[{"rel":"self","href":"https://site-irs.custhelp.com/km/api/latest/content/1?a=b"}]}],"links":[{"href":"https:\/\/site-qp.custhelp.com\/srt\/api"},{"href":"https://site-irs.custhelp.com.evil.example/x"},{"href":"https://site-irs.custhelp.com"}]}"#;
-    const REWRITTEN: &str = r#"{"items":[{"title":"x https://site-irs.custhelp.com/no","links":[{"rel":"self","href":"http://127.0.0.1:8080/km/api/latest/content/1?a=b"}]}],"links":[{"href":"http:\/\/127.0.0.1:8080\/srt\/api"},{"href":"https://site-irs.custhelp.com.evil.example/x"},{"href":"http://127.0.0.1:8080"}]}"#;
+    const ANSWER: &str = r#"{"items":[{"title":"x https://site-irs.custhelp.com/no","xml":"<a href=\"https://site-irs.custhelp.com/km/a\"> <a href=\"https:\/\/site-irs.custhelp.com\/b\">","links":[{"rel":"self","href":"https://site-irs.custhelp.com/km/api/latest/content/1?a=b"}]}],"links":[{"href":"https:\/\/site-qp.custhelp.com\/srt\/api"},{"href":"https://site-irs.custhelp.com.evil.example/x"},{"href":"https://site-irs.custhelp.com"}]}"#;
+    const REWRITTEN: &str = r#"{"items":[{"title":"x https://site-irs.custhelp.com/no","xml":"<a href=\"https://site-irs.custhelp.com/km/a\"> <a href=\"https:\/\/site-irs.custhelp.com\/b\">","links":[{"rel":"self","href":"http://127.0.0.1:8080/km/api/latest/content/1?a=b"}]}],"links":[{"href":"http:\/\/127.0.0.1:8080\/srt\/api"},{"href":"https://site-irs.custhelp.com.evil.example/x"},{"href":"http://127.0.0.1:8080"}]}"#;
 
     #[tokio::test]
     async fn string_values_on_an_upstream_origin_are_rewritten() {
