@@ -118,8 +118,17 @@ pub struct ParkedCredential {
 impl Verdicts {
     /// An empty table with this process's fingerprint key.
     pub fn new() -> Arc<Self> {
+        Self::with(Fingerprints::random())
+    }
+
+    /// An empty table keyed with the fleet's shared `secret` (fleet mode).
+    pub fn shared(secret: [u8; 32]) -> Arc<Self> {
+        Self::with(Fingerprints::keyed(secret))
+    }
+
+    fn with(fingerprints: Fingerprints) -> Arc<Self> {
         Arc::new(Self {
-            fingerprints: Fingerprints::random(),
+            fingerprints,
             table: Mutex::new(HashMap::new()),
         })
     }
@@ -316,9 +325,10 @@ impl LocalStore {
         self.tokens.entry_count()
     }
 
-    /// Whether a login under `key` may be attempted at `now`.
-    pub async fn check(&self, key: VerdictKey, now: Instant) -> Result<(), Closed> {
-        self.verdicts.get(&key).gate.check(now)
+    /// Whether a login under `key` may be attempted now (no await: the
+    /// gate is a plain mutex).
+    pub fn check_now(&self, key: VerdictKey) -> Result<(), Closed> {
+        self.verdicts.get(&key).gate.check(Instant::now())
     }
 
     /// Records a successful login under `key`.
@@ -351,6 +361,11 @@ impl LocalStore {
     /// The login history and lockout state under `key`.
     pub fn login_status(&self, key: VerdictKey, now: Instant) -> GateStatus {
         self.verdicts.get(&key).gate.status(now)
+    }
+
+    /// Takes in the fleet's verdict under `key` (see [`Gate::adopt`]).
+    pub fn adopt(&self, key: VerdictKey, parked: Option<String>, unanswered: u32, retry_in: Option<Duration>) -> bool {
+        self.verdicts.get(&key).gate.adopt(parked, unanswered, retry_in, Instant::now())
     }
 
     /// Whether `key` is parked.
