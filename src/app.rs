@@ -103,7 +103,10 @@ impl App {
         let client = upstream::client(&config.upstream)?;
         // Fleet mode: one connection for the life of the process (a reload
         // keeps it; `[cache]` changes take effect at the next restart).
-        let fleet = config.cache.as_ref().map(|c| Fleet::connect(c, Some(Arc::clone(&metrics))));
+        let fleet = config
+            .cache
+            .as_ref()
+            .map(|c| Fleet::connect(c, Some(Arc::clone(&metrics))));
         let tokens = TokenStore::with_fleet(Arc::clone(&config), client.clone(), Arc::clone(&metrics), fleet)?;
         Ok(Arc::new(Self {
             live: ArcSwap::from_pointee(Live::build(config, tokens, client, &metrics)?),

@@ -287,7 +287,12 @@ async fn check(path: &Path, login: bool) -> ExitCode {
 async fn fleet_reachable(tokens: &crate::tokens::TokenStore) -> Result<(), String> {
     use crate::fleet::CacheState;
     let Some(fleet) = tokens.fleet() else { return Ok(()) };
-    let within = tokens.config().cache.as_ref().map_or(Duration::ZERO, |c| c.connect_timeout) + Duration::from_secs(1);
+    let within = tokens
+        .config()
+        .cache
+        .as_ref()
+        .map_or(Duration::ZERO, |c| c.connect_timeout)
+        + Duration::from_secs(1);
     let mut state = fleet.watch_state();
     let _ = tokio::time::timeout(within, state.wait_for(|s| *s == CacheState::Ok)).await;
     match fleet.state() {

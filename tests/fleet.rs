@@ -88,7 +88,11 @@ impl Replica {
         let fleet = live.tokens.fleet().unwrap();
         let mut rx = fleet.watch_state();
         let reached = tokio::time::timeout(within, rx.wait_for(|s| pred(s))).await;
-        assert!(reached.is_ok(), "cache state still {:?} after {within:?}", fleet.state());
+        assert!(
+            reached.is_ok(),
+            "cache state still {:?} after {within:?}",
+            fleet.state()
+        );
     }
 
     async fn stop(self) {
@@ -142,7 +146,13 @@ impl Fleet {
     }
 }
 
-async fn send(http: &Http, addr: SocketAddr, method: Method, path: &str, headers: &[(&str, &str)]) -> (StatusCode, Bytes) {
+async fn send(
+    http: &Http,
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, Bytes) {
     let mut req = Request::builder().method(method).uri(format!("http://{addr}{path}"));
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -213,7 +223,10 @@ async fn three_replicas_and_300_first_calls_make_one_login_per_identity_and_redi
         let (key_text, value_text) = (k.as_bytes(), value.as_slice());
         for s in &secrets {
             for form in encodings(s) {
-                assert!(!contains(value_text, &form) && !contains(key_text, &form), "{k} holds {s}");
+                assert!(
+                    !contains(value_text, &form) && !contains(key_text, &form),
+                    "{k} holds {s}"
+                );
             }
         }
     }
@@ -225,7 +238,12 @@ fn encodings(s: &str) -> Vec<Vec<u8>> {
     let b = s.as_bytes();
     let b64 = base64::engine::general_purpose::STANDARD.encode(b);
     let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-    vec![b.to_vec(), hex::encode(b).into_bytes(), b64.into_bytes(), b64url.into_bytes()]
+    vec![
+        b.to_vec(),
+        hex::encode(b).into_bytes(),
+        b64.into_bytes(),
+        b64url.into_bytes(),
+    ]
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -263,11 +281,14 @@ async fn short_lifetimes_renew_about_once_per_lifetime_for_the_fleet() {
     all_ok(&answers);
     // Renewal every `lifetime - refresh_before` (2 s) for the fleet: about
     // 1 + 6 logins per identity; one per replica would be about 3 x 6.
-    let per_lifetime = (traffic.as_secs() / 2) as u64 + 1;
+    let per_lifetime = traffic.as_secs() / 2 + 1;
     let integration = integration_ok(f.sim());
     let agent = logins(f.sim(), LoginKind::Account, Some("okcsuser"), LoginOutcome::Ok);
     for (who, n) in [("integration", integration), ("agent", agent)] {
-        assert!(n >= per_lifetime - 2 && n <= per_lifetime + 3, "{who}: {n} logins in {traffic:?}");
+        assert!(
+            n >= per_lifetime - 2 && n <= per_lifetime + 3,
+            "{who}: {n} logins in {traffic:?}"
+        );
     }
     f.stop().await;
 }
@@ -282,21 +303,38 @@ fn wrong_agent_password(c: &mut Config) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_on_four_replicas_is_tried_once_and_a_reset_allows_one_more_try() {
-    let Some(f) = Fleet::start(4, wrong_agent_password).await else { return };
+    let Some(f) = Fleet::start(4, wrong_agent_password).await else {
+        return;
+    };
     let rejected = |f: &Fleet| logins(f.sim(), LoginKind::Account, Some("okcsuser"), LoginOutcome::Rejected);
     let parked_everywhere = |answers: &[(StatusCode, Bytes)]| {
-        assert!(answers.iter().all(|(c, _)| *c == StatusCode::BAD_GATEWAY), "{answers:?}");
+        assert!(
+            answers.iter().all(|(c, _)| *c == StatusCode::BAD_GATEWAY),
+            "{answers:?}"
+        );
     };
     parked_everywhere(&burst(&f, 40, &[AGENT]).await);
     assert_eq!(rejected(&f), 1, "one rejected login for the fleet");
-    let (code, _) = send(&f.http, f.replicas[0].admin, Method::POST, "/principals/agent/reset", &[("x-kmproxy-admin", "1")]).await;
+    let (code, _) = send(
+        &f.http,
+        f.replicas[0].admin,
+        Method::POST,
+        "/principals/agent/reset",
+        &[("x-kmproxy-admin", "1")],
+    )
+    .await;
     assert!(code.is_success(), "{code}");
     // Every replica hears of the reset (within 2 s).
     let deadline = Instant::now() + Duration::from_secs(2);
     for r in &f.replicas {
         loop {
             let s = status(&f.http, r).await;
-            let agent = s["principals"].as_array().unwrap().iter().find(|p| p["name"] == "agent").cloned();
+            let agent = s["principals"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == "agent")
+                .cloned();
             if agent.unwrap()["gate"]["parked"].is_null() {
                 break;
             }
@@ -379,7 +417,9 @@ async fn a_stopped_redis_does_not_slow_calls_served_from_live_local_tokens() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undecryptable_value_is_never_sent_upstream_the_replica_logs_in_under_the_lease_and_overwrites() {
-    let Some(mut f) = Fleet::start(1, |_| {}).await else { return };
+    let Some(mut f) = Fleet::start(1, |_| {}).await else {
+        return;
+    };
     all_ok(&burst(&f, 3, &[PUBLIC]).await);
     let name = keys(&f.url, "token:*").await.pop().unwrap();
     let mut conn = raw(&f.url).await;
@@ -388,21 +428,18 @@ async fn an_undecryptable_value_is_never_sent_upstream_the_replica_logs_in_under
     value[last] ^= 1;
     let _: () = conn.set_ex(&name, &value, 3600).await.unwrap();
     // A new replica meets the corrupted entry: a miss, so one login of its own.
-    f.replicas
-        .push(Replica::start(&f.sim, &f.url, KEY_A, "", |_| {}).await);
+    f.replicas.push(Replica::start(&f.sim, &f.url, KEY_A, "", |_| {}).await);
     all_ok(&burst(&f, 20, &[PUBLIC]).await);
     assert_eq!(integration_ok(f.sim()), 2);
     let rewritten: Vec<u8> = conn.get(&name).await.unwrap();
     assert_ne!(rewritten, value, "overwritten by the new login");
     // A third replica adopts that token: no login.
-    f.replicas
-        .push(Replica::start(&f.sim, &f.url, KEY_A, "", |_| {}).await);
+    f.replicas.push(Replica::start(&f.sim, &f.url, KEY_A, "", |_| {}).await);
     all_ok(&burst(&f, 20, &[PUBLIC]).await);
     assert_eq!(integration_ok(f.sim()), 2);
     // One with another encryption key reads nothing of theirs, sends no
     // token of theirs, and logs in on its own.
-    f.replicas
-        .push(Replica::start(&f.sim, &f.url, KEY_B, "", |_| {}).await);
+    f.replicas.push(Replica::start(&f.sim, &f.url, KEY_B, "", |_| {}).await);
     all_ok(&burst(&f, 20, &[PUBLIC]).await);
     assert_eq!(integration_ok(f.sim()), 3);
     let session_errors = logins(f.sim(), LoginKind::Integration, None, LoginOutcome::Failed);

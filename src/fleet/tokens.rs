@@ -180,7 +180,13 @@ impl Fleet {
         if px == 0 {
             return false;
         }
-        let set = redis::cmd("SET").arg(&name).arg(sealed).arg("NX").arg("PX").arg(px).clone();
+        let set = redis::cmd("SET")
+            .arg(&name)
+            .arg(sealed)
+            .arg("NX")
+            .arg("PX")
+            .arg(px)
+            .clone();
         let written = self
             .inner
             .link

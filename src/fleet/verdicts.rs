@@ -126,7 +126,12 @@ impl Fleet {
     /// Claims the session-error re-login of `credential` for the failed
     /// token `id` (at most one per `interval`, fleet-wide); `None` = Redis
     /// unusable (decide locally).
-    pub async fn claim_relogin_for(&self, credential: &Fingerprint, interval: Duration, id: u64) -> Option<ReloginClaim> {
+    pub async fn claim_relogin_for(
+        &self,
+        credential: &Fingerprint,
+        interval: Duration,
+        id: u64,
+    ) -> Option<ReloginClaim> {
         let mut call = CLAIM_FOR.key(self.key("relogin", credential));
         call.arg(id.to_string()).arg((interval.as_millis() as u64).max(1));
         let claimed = self

@@ -365,7 +365,10 @@ impl LocalStore {
 
     /// Takes in the fleet's verdict under `key` (see [`Gate::adopt`]).
     pub fn adopt(&self, key: VerdictKey, parked: Option<String>, unanswered: u32, retry_in: Option<Duration>) -> bool {
-        self.verdicts.get(&key).gate.adopt(parked, unanswered, retry_in, Instant::now())
+        self.verdicts
+            .get(&key)
+            .gate
+            .adopt(parked, unanswered, retry_in, Instant::now())
     }
 
     /// Whether `key` is parked.

@@ -39,12 +39,17 @@ impl Inner {
     /// then 20 random bits) that also grows: a token minted later has a
     /// larger one, which [`TokenStore::invalidate`](super::TokenStore::invalidate) relies on.
     fn next_serial(&self) -> u64 {
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         let candidate = (now_ms << 20) | (rand::random::<u64>() & 0xF_FFFF);
         let mut current = self.serial.load(Ordering::Relaxed);
         loop {
             let next = candidate.max(current + 1);
-            match self.serial.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
+            match self
+                .serial
+                .compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
                 Ok(_) => return next,
                 Err(seen) => current = seen,
             }
@@ -127,7 +132,11 @@ impl Inner {
 
     /// One login through the verdict gate, on this replica's own
     /// authority; schedules the new token's renewal.
-    pub(super) async fn local_login(self: &Arc<Self>, who: Identity, key: VerdictKey) -> Result<Arc<Token>, TokenError> {
+    pub(super) async fn local_login(
+        self: &Arc<Self>,
+        who: Identity,
+        key: VerdictKey,
+    ) -> Result<Arc<Token>, TokenError> {
         self.gate(who, key)?;
         let (sent, result) = match who {
             Identity::ApiUser => {

@@ -179,9 +179,15 @@ impl Inner {
         };
         match &result {
             Ok(token) => {
-                shared.fleet.put_token(name, &token.shared(), self.config.tokens.lifetime).await;
+                shared
+                    .fleet
+                    .put_token(name, &token.shared(), self.config.tokens.lifetime)
+                    .await;
                 if had_verdict {
-                    shared.fleet.put_verdict(name, &Verdict::default(), Some(CLEARED_TTL)).await;
+                    shared
+                        .fleet
+                        .put_verdict(name, &Verdict::default(), Some(CLEARED_TTL))
+                        .await;
                 }
             }
             Err(_) => {
@@ -194,7 +200,12 @@ impl Inner {
 
     /// The fleet's token for `who`, adopted, if it is live, not the one
     /// being replaced and not known dead.
-    async fn adopt_shared(self: &Arc<Self>, who: Identity, name: &Fingerprint, replacing: Option<u64>) -> Option<Arc<Token>> {
+    async fn adopt_shared(
+        self: &Arc<Self>,
+        who: Identity,
+        name: &Fingerprint,
+        replacing: Option<u64>,
+    ) -> Option<Arc<Token>> {
         let shared = self.shared.as_ref()?;
         let t = shared.fleet.get_token(name).await?;
         if Some(t.id) == replacing || shared.is_dead(who, t.id) {
@@ -305,28 +316,30 @@ impl Inner {
         });
     }
 
+    /// What another replica did, applied here.
     async fn on_event(&self, event: FleetEvent) {
         let Some(shared) = &self.shared else { return };
         let find = |name: &Fingerprint| shared.who(name, self.identities());
         match event {
             FleetEvent::Invalidated { key, id } => {
-                if let Some(who) = find(&key) {
-                    shared.mark_dead(who, id);
-                    if self.store.remove_if_same(who, id).await {
-                        tracing::debug!(principal = %self.name_of(who), "token dropped: it failed on another replica");
-                    }
+                let Some(who) = find(&key) else { return };
+                shared.mark_dead(who, id);
+                if self.store.remove_if_same(who, id).await {
+                    tracing::debug!(principal = %self.name_of(who), "token dropped: it failed on another replica");
                 }
             }
             FleetEvent::VerdictChanged { credential } => {
-                if let (Some(who), Some(key)) = (find(&credential), find(&credential).and_then(|w| self.verdict_key(w))) {
-                    self.pull_verdict(who, key).await;
-                }
+                let Some((who, key)) = find(&credential).and_then(|w| Some((w, self.verdict_key(w)?))) else {
+                    return;
+                };
+                self.pull_verdict(who, key).await;
             }
             FleetEvent::Reset { credential } => {
-                if let Some(key) = find(&credential).and_then(|w| self.verdict_key(w)) {
-                    self.store.reset(key).await;
-                    tracing::info!(principal = %find(&credential).map(|w| self.name_of(w)).unwrap_or_default(), "reset by another replica");
-                }
+                let Some((who, key)) = find(&credential).and_then(|w| Some((w, self.verdict_key(w)?))) else {
+                    return;
+                };
+                self.store.reset(key).await;
+                tracing::info!(principal = %self.name_of(who), "login reset by another replica");
             }
             FleetEvent::Rejoined => self.resync(true).await,
             FleetEvent::TokenStored { .. } | FleetEvent::LeaseReleased { .. } => {}
@@ -343,13 +356,10 @@ impl Inner {
             let (Some((shared, name)), true) = (self.shared_name(who), write_back) else {
                 continue;
             };
-            match self.store.get(who).await {
-                Some(t) if t.live(Instant::now()) && !shared.is_dead(who, t.serial) => {
-                    if shared.fleet.put_token_if_absent(name, &t.shared()).await {
-                        tracing::info!(principal = %self.name_of(who), "token written back to the fleet cache");
-                    }
-                }
-                _ => {}
+            let Some(t) = self.store.get(who).await else { continue };
+            let live = t.live(Instant::now()) && !shared.is_dead(who, t.serial);
+            if live && shared.fleet.put_token_if_absent(name, &t.shared()).await {
+                tracing::info!(principal = %self.name_of(who), "token written back to the fleet cache");
             }
         }
     }
