@@ -496,3 +496,47 @@ async fn a_wrong_redis_password_degrades_with_a_clear_reason_and_the_password_in
     assert!(text.contains("fleet cache degraded"), "{text}");
     assert!(!text.contains(WRONG) && !reason.contains(WRONG), "the password leaked");
 }
+
+fn short_lifetimes(c: &mut Config) {
+    c.tokens.lifetime = Duration::from_secs(4);
+    c.tokens.refresh_before = Duration::from_secs(2);
+}
+
+/// Upstream logins of `replicas` replicas × 3 identities (the API user and
+/// two users) with 4 s lifetimes over `secs` of traffic: (integration, users).
+async fn bench_logins(replicas: usize, secs: u64, tweak: fn(&mut Config)) -> Option<(u64, u64)> {
+    let f = Fleet::start(replicas, tweak).await?;
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        all_ok(&burst(&f, 3 * replicas, &[PUBLIC, AGENT, WEB]).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sim = f.sim();
+    let users = logins(sim, LoginKind::Account, None, LoginOutcome::Ok) + logins(sim, LoginKind::Contact, None, LoginOutcome::Ok);
+    let out = (integration_ok(sim), users);
+    f.stop().await;
+    Some(out)
+}
+
+/// `bench/fleet` runs this: logins with and without fleet mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: bench/fleet runs it"]
+async fn bench_fleet_logins() {
+    let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let (replicas, secs) = (env("KMPROXY_BENCH_REPLICAS", 3) as usize, env("KMPROXY_BENCH_SECS", 12));
+    let Some(alone) = bench_logins(replicas, secs, |c| {
+        short_lifetimes(c);
+        c.cache = None;
+    })
+    .await
+    else {
+        return;
+    };
+    let fleet = bench_logins(replicas, secs, short_lifetimes).await.unwrap();
+    let ideal = secs / 2 + 1;
+    println!("fleet-bench replicas={replicas} identities=3 lifetime=4s refresh_before=2s traffic={secs}s");
+    println!("fleet-bench ideal (one per identity per lifetime-refresh_before): {ideal} per identity");
+    println!("fleet-bench without [cache]: integration {} user {} (2 users)", alone.0, alone.1);
+    println!("fleet-bench with [cache]:    integration {} user {} (2 users)", fleet.0, fleet.1);
+    assert!(fleet.0 * 2 <= alone.0, "fleet mode should save logins: {fleet:?} vs {alone:?}");
+}
