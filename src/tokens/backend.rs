@@ -17,9 +17,10 @@
 //!
 //! # A shared backend (fleet mode, PRODUCT.md §8)
 //!
-//! A `SharedStore` wraps a `LocalStore`, its own copy and its fallback while
-//! Redis is down, slow or wrong, and offers the same methods; `Inner` then
-//! holds it in place of the `LocalStore`. Nothing outside `tokens/` changes.
+//! As built, the `LocalStore` stays the only token cache and gate table,
+//! the replica's own copy and its fallback; fleet mode (`super::shared`)
+//! adds the fleet around the login path (`Inner::login`), the session-error
+//! drop and resets, never around a lookup. What each method means there:
 //!
 //! - [`get`](LocalStore::get): the local copy; on a local miss, Redis
 //!   (decrypted and authenticated; an entry that fails is a miss), kept
