@@ -258,7 +258,21 @@ async fn status(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
         // Kind, user, fingerprint and reason, never a password: what
         // `kmproxy check --login` matches to skip them.
         "parked_credentials": tokens.parked_credentials(),
+        "cache": cache_status(tokens.cache_state()),
     }))
+}
+
+/// Fleet mode's part of `/status`: `"off"` without `[cache]`, else its
+/// state and, while degraded, why (the reason never holds a password).
+fn cache_status(state: Option<crate::fleet::CacheState>) -> serde_json::Value {
+    use crate::fleet::CacheState;
+    match state {
+        None => serde_json::json!("off"),
+        Some(CacheState::Ok) => serde_json::json!({ "state": "ok" }),
+        Some(CacheState::Degraded(reason)) => {
+            serde_json::json!({ "state": "degraded", "reason": reason.to_string() })
+        }
+    }
 }
 
 /// `POST /principals/NAME/reset`: un-parks that principal's own login

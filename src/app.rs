@@ -12,6 +12,7 @@ use prometheus_client::metrics::counter::Counter;
 
 use crate::callers::placeholder::Placeholders;
 use crate::config::Config;
+use crate::fleet::Fleet;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::tokens::TokenStore;
 use crate::upstream::links::Links;
@@ -100,7 +101,13 @@ impl App {
     pub fn new(config: Arc<Config>) -> Result<Arc<Self>, BuildError> {
         let metrics = Arc::new(Metrics::new());
         let client = upstream::client(&config.upstream)?;
-        let tokens = TokenStore::new(Arc::clone(&config), client.clone(), Arc::clone(&metrics))?;
+        // Fleet mode: one connection for the life of the process (a reload
+        // keeps it; `[cache]` changes take effect at the next restart).
+        let fleet = config
+            .cache
+            .as_ref()
+            .map(|c| Fleet::connect(c, Some(Arc::clone(&metrics))));
+        let tokens = TokenStore::with_fleet(Arc::clone(&config), client.clone(), Arc::clone(&metrics), fleet)?;
         Ok(Arc::new(Self {
             live: ArcSwap::from_pointee(Live::build(config, tokens, client, &metrics)?),
             metrics,

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
@@ -272,6 +273,10 @@ async fn check(path: &Path, login: bool) -> ExitCode {
         }
     };
     let tokens = app.live().tokens.clone();
+    if let Err(e) = fleet_reachable(&tokens).await {
+        eprintln!("kmproxy: {e}; not logging in, so as not to retry a password the fleet holds as rejected");
+        return ExitCode::FAILURE;
+    }
     match serve_parked(&config).await {
         Ok(Some(parked)) => {
             let honoured = tokens.adopt_parked(&parked).await;
@@ -291,6 +296,29 @@ async fn check(path: &Path, login: bool) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// In fleet mode, waits for Redis (its connect timeout, plus a margin) so
+/// that every login consults the fleet's verdicts first; an error naming
+/// why if it cannot be reached. Nothing to wait for without `[cache]`.
+async fn fleet_reachable(tokens: &crate::tokens::TokenStore) -> Result<(), String> {
+    use crate::fleet::CacheState;
+    let Some(fleet) = tokens.fleet() else { return Ok(()) };
+    let within = tokens
+        .config()
+        .cache
+        .as_ref()
+        .map_or(Duration::ZERO, |c| c.connect_timeout)
+        + Duration::from_secs(1);
+    let mut state = fleet.watch_state();
+    let _ = tokio::time::timeout(within, state.wait_for(|s| *s == CacheState::Ok)).await;
+    match fleet.state() {
+        CacheState::Ok => {
+            println!("\nfleet cache ok: logins consult the fleet's verdicts (a credential parked there is not tried)");
+            Ok(())
+        }
+        CacheState::Degraded(reason) => Err(format!("the fleet cache cannot be used ({reason})")),
     }
 }
 
@@ -373,6 +401,24 @@ async fn get_status(config: &Config, addr: SocketAddr) -> Result<bytes::Bytes, S
     body.map(|b| b.to_bytes()).map_err(|e| broken(&e))
 }
 
+/// The `[cache]` lines of the summary: where Redis is (the URL never holds
+/// credentials), the prefix, and where each secret comes from.
+fn cache_summary(c: &Config) -> String {
+    let Some(cache) = &c.cache else {
+        return "  cache            off (this replica alone)\n".to_owned();
+    };
+    let user = cache.username.as_deref().unwrap_or("default");
+    let password = cache.password.as_ref().map_or("none".to_owned(), |p| p.to_string());
+    format!(
+        "  cache            {} prefix {} user {user} password {password}\n                   encryption key {}, connect {}, command {}\n",
+        cache.redis_url,
+        cache.key_prefix,
+        cache.encryption_key.source(),
+        humantime::format_duration(cache.connect_timeout),
+        humantime::format_duration(cache.command_timeout),
+    )
+}
+
 /// The redacted summary `check` prints.
 pub fn summary(c: &Config) -> String {
     let mut s = String::new();
@@ -424,6 +470,7 @@ pub fn summary(c: &Config) -> String {
             }
         }
     }
+    s += &cache_summary(c);
     s += "  callers:\n";
     for caller in &c.callers {
         let act_as: Vec<&str> = caller.act_as.iter().map(|&p| c.principals[p].name.as_str()).collect();

@@ -96,7 +96,7 @@ pub use events::FleetEvent;
 pub use lease::{Lease, LeaseOutcome};
 pub use link::{CacheState, DegradedReason};
 pub use tokens::SharedToken;
-pub use verdicts::Verdict;
+pub use verdicts::{ReloginClaim, Verdict};
 
 use crate::config::CacheConfig;
 use crate::metrics::Metrics;
@@ -196,6 +196,17 @@ impl Fleet {
     /// for a token; the same plus the password for a verdict).
     pub fn fingerprint(&self, parts: &[&str]) -> Fingerprint {
         self.inner.crypt.fingerprint(parts)
+    }
+
+    /// A 32-byte secret that every replica with this `encryption_key`
+    /// derives alike, for `label` (it keys the token store's credential
+    /// fingerprints, so one credential has one verdict key fleet-wide).
+    pub fn shared_secret(&self, label: &str) -> [u8; 32] {
+        let fp = self.fingerprint(&["kmproxy shared secret", label]);
+        let mut out = [0u8; 32];
+        // A fingerprint is always 64 hex digits.
+        let _ = hex::decode_to_slice(fp.as_str(), &mut out);
+        out
     }
 
     /// This store's random replica id.

@@ -135,13 +135,20 @@ impl Fleet {
     /// Redis is unusable, and as soon as the lease on `key` is released
     /// without a token (that login failed: consult the verdict).
     pub async fn wait_for_token(&self, key: &Fingerprint, within: Duration) -> Option<SharedToken> {
+        self.wait_for_newer(key, within, None).await
+    }
+
+    /// Like [`Fleet::wait_for_token`], but a token with id `stale` (the one
+    /// a renewal replaces, or one known dead) does not count as found.
+    pub async fn wait_for_newer(&self, key: &Fingerprint, within: Duration, stale: Option<u64>) -> Option<SharedToken> {
         let deadline = Instant::now() + within;
         let mut events = self.inner.events.subscribe();
+        let fresh = |t: &SharedToken| Some(t.id) != stale;
         loop {
             if !self.inner.link.is_ok() {
                 return None;
             }
-            if let Some(t) = self.get_token(key).await {
+            if let Some(t) = self.get_token(key).await.filter(fresh) {
                 return Some(t);
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -149,10 +156,42 @@ impl Fleet {
                 return None;
             }
             match tokio::time::timeout(left.min(POLL_EVERY), next_about(&mut events, key)).await {
-                Ok(Some(FleetEvent::LeaseReleased { .. })) => return self.get_token(key).await,
+                Ok(Some(FleetEvent::LeaseReleased { .. })) => return self.get_token(key).await.filter(fresh),
                 _ => continue,
             }
         }
+    }
+
+    /// Stores `token` under `key` only if Redis holds no token there (a
+    /// replica writing its live token back after Redis lost its data);
+    /// returns whether it was written.
+    pub async fn put_token_if_absent(&self, key: &Fingerprint, token: &SharedToken) -> bool {
+        let px = token.remaining().as_millis() as u64;
+        let name = self.key("token", key);
+        let plain = Outgoing {
+            v: token.value.expose_secret(),
+            id: token.id,
+            iss: token.issued_ms,
+            exp: token.expires_ms,
+        };
+        let Some(sealed) = self.seal(&name, &plain) else {
+            return false;
+        };
+        if px == 0 {
+            return false;
+        }
+        let set = redis::cmd("SET")
+            .arg(&name)
+            .arg(sealed)
+            .arg("NX")
+            .arg("PX")
+            .arg(px)
+            .clone();
+        let written = self
+            .inner
+            .link
+            .run(|mut c| async move { set.query_async::<Option<String>>(&mut c).await });
+        written.await.flatten().is_some()
     }
 }
 

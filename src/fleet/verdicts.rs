@@ -2,11 +2,35 @@
 //! tokens (a parked reason may hold the upstream's text); and the claim
 //! that makes `min_relogin_interval` fleet-wide.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
+use redis::Script;
 use serde::{Deserialize, Serialize};
 
 use super::{Fingerprint, Fleet, FleetEvent};
+
+/// `SET NX PX` the claim with `ARGV[1]`; 1 if taken now, 2 if it already
+/// holds `ARGV[1]`, 0 if it holds another value.
+static CLAIM_FOR: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end \
+         if redis.call('GET', KEYS[1]) == ARGV[1] then return 2 end return 0",
+    )
+});
+
+/// Who holds the session-error re-login of a credential for this interval.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReloginClaim {
+    /// This replica: drop the token fleet-wide and log in.
+    Won,
+    /// Another replica, for the very token that failed here: it is being
+    /// replaced already; drop the local copy and replay.
+    SameToken,
+    /// Another replica, for another token: a second expiry within
+    /// `min_relogin_interval`.
+    Other,
+}
 
 /// What the fleet knows about one credential's logins.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,5 +121,27 @@ impl Fleet {
             .link
             .run(|mut c| async move { set.query_async::<Option<String>>(&mut c).await });
         claimed.await.map(|ok| ok.is_some())
+    }
+
+    /// Claims the session-error re-login of `credential` for the failed
+    /// token `id` (at most one per `interval`, fleet-wide); `None` = Redis
+    /// unusable (decide locally).
+    pub async fn claim_relogin_for(
+        &self,
+        credential: &Fingerprint,
+        interval: Duration,
+        id: u64,
+    ) -> Option<ReloginClaim> {
+        let mut call = CLAIM_FOR.key(self.key("relogin", credential));
+        call.arg(id.to_string()).arg((interval.as_millis() as u64).max(1));
+        let claimed = self
+            .inner
+            .link
+            .run(|mut c| async move { call.invoke_async::<i64>(&mut c).await });
+        claimed.await.map(|n| match n {
+            1 => ReloginClaim::Won,
+            2 => ReloginClaim::SameToken,
+            _ => ReloginClaim::Other,
+        })
     }
 }

@@ -17,9 +17,10 @@
 //!
 //! # A shared backend (fleet mode, PRODUCT.md §8)
 //!
-//! A `SharedStore` wraps a `LocalStore`, its own copy and its fallback while
-//! Redis is down, slow or wrong, and offers the same methods; `Inner` then
-//! holds it in place of the `LocalStore`. Nothing outside `tokens/` changes.
+//! As built, the `LocalStore` stays the only token cache and gate table,
+//! the replica's own copy and its fallback; fleet mode (`super::shared`)
+//! adds the fleet around the login path (`Inner::login`), the session-error
+//! drop and resets, never around a lookup. What each method means there:
 //!
 //! - [`get`](LocalStore::get): the local copy; on a local miss, Redis
 //!   (decrypted and authenticated; an entry that fails is a miss), kept
@@ -118,8 +119,17 @@ pub struct ParkedCredential {
 impl Verdicts {
     /// An empty table with this process's fingerprint key.
     pub fn new() -> Arc<Self> {
+        Self::with(Fingerprints::random())
+    }
+
+    /// An empty table keyed with the fleet's shared `secret` (fleet mode).
+    pub fn shared(secret: [u8; 32]) -> Arc<Self> {
+        Self::with(Fingerprints::keyed(secret))
+    }
+
+    fn with(fingerprints: Fingerprints) -> Arc<Self> {
         Arc::new(Self {
-            fingerprints: Fingerprints::random(),
+            fingerprints,
             table: Mutex::new(HashMap::new()),
         })
     }
@@ -316,9 +326,10 @@ impl LocalStore {
         self.tokens.entry_count()
     }
 
-    /// Whether a login under `key` may be attempted at `now`.
-    pub async fn check(&self, key: VerdictKey, now: Instant) -> Result<(), Closed> {
-        self.verdicts.get(&key).gate.check(now)
+    /// Whether a login under `key` may be attempted now (no await: the
+    /// gate is a plain mutex).
+    pub fn check_now(&self, key: VerdictKey) -> Result<(), Closed> {
+        self.verdicts.get(&key).gate.check(Instant::now())
     }
 
     /// Records a successful login under `key`.
@@ -351,6 +362,14 @@ impl LocalStore {
     /// The login history and lockout state under `key`.
     pub fn login_status(&self, key: VerdictKey, now: Instant) -> GateStatus {
         self.verdicts.get(&key).gate.status(now)
+    }
+
+    /// Takes in the fleet's verdict under `key` (see [`Gate::adopt`]).
+    pub fn adopt(&self, key: VerdictKey, parked: Option<String>, unanswered: u32, retry_in: Option<Duration>) -> bool {
+        self.verdicts
+            .get(&key)
+            .gate
+            .adopt(parked, unanswered, retry_in, Instant::now())
     }
 
     /// Whether `key` is parked.

@@ -32,6 +32,13 @@ impl fmt::Debug for CredentialKey {
     }
 }
 
+impl CredentialKey {
+    /// The key as hex (what the fleet's fingerprint of it is made from).
+    pub fn to_hex(self) -> String {
+        hex::encode(self.0)
+    }
+}
+
 /// The fields of one login credential, borrowed from a config.
 pub struct Credential<'a> {
     /// `base_url`: another host is another site, even with the same name.
@@ -106,6 +113,16 @@ impl Fingerprints {
     pub fn random() -> Self {
         Self {
             secret: rand::random(),
+            salt: rand::random(),
+        }
+    }
+
+    /// A key shared by every replica of a fleet (fleet mode: derived from
+    /// `cache.encryption_key`), so each files a credential under the same
+    /// [`CredentialKey`]; a fresh random salt for published fingerprints.
+    pub fn keyed(secret: [u8; 32]) -> Self {
+        Self {
+            secret,
             salt: rand::random(),
         }
     }
@@ -199,6 +216,12 @@ mod tests {
         ] {
             assert_ne!(base, f.key(&other));
         }
+        let shared = [7u8; 32];
+        assert_eq!(
+            Fingerprints::keyed(shared).key(&cred("http://a", "ACCOUNT", "u", "pw")),
+            Fingerprints::keyed(shared).key(&cred("http://a", "ACCOUNT", "u", "pw")),
+            "one fleet key, one credential key on every replica"
+        );
         assert_ne!(
             base,
             Fingerprints::random().key(&cred("http://a", "ACCOUNT", "u", "pw"))

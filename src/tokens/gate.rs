@@ -159,6 +159,25 @@ impl Gate {
         }
     }
 
+    /// Takes in what the fleet knows of this credential (fleet mode): a
+    /// park, unanswered logins and a backoff recorded by another replica.
+    /// Only ever closes the gate further; returns whether it parked it now.
+    pub fn adopt(&self, parked: Option<String>, unanswered: u32, retry_in: Option<Duration>, now: Instant) -> bool {
+        let mut s = self.lock();
+        s.unanswered = s.unanswered.max(unanswered);
+        if let Some(at) = retry_in.and_then(|d| now.checked_add(d)) {
+            s.retry_at = Some(s.retry_at.map_or(at, |r| r.max(at)));
+        }
+        match parked {
+            Some(reason) if s.parked.is_none() => {
+                s.last_error = Some(reason.clone());
+                s.parked = Some(reason);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Un-parks and clears any backoff (operator reset, or a new secret).
     pub fn reset(&self) {
         let mut s = self.lock();
@@ -265,6 +284,20 @@ mod tests {
             g.unanswered("timed out".into(), now).is_ok(),
             "a reset restarts the count"
         );
+    }
+
+    #[test]
+    fn adopting_the_fleets_verdict_only_closes() {
+        let g = Gate::default();
+        let now = Instant::now();
+        assert!(!g.adopt(None, 2, Some(Duration::from_secs(5)), now));
+        assert!(matches!(g.check(now), Err(Closed::Backoff(_))));
+        assert_eq!(g.status(now).unanswered_logins, 2);
+        assert!(!g.adopt(None, 0, None, now), "nothing reopens it");
+        assert_eq!(g.status(now).unanswered_logins, 2);
+        assert!(g.adopt(Some("rejected: 401".into()), 0, None, now));
+        assert_eq!(g.check(now), Err(Closed::Parked("rejected: 401".into())));
+        assert!(!g.adopt(Some("again".into()), 0, None, now), "parked once");
     }
 
     #[test]

@@ -30,6 +30,8 @@
 //!   through the lockout gate.
 //! - `flight`: at most one login under way per identity, joined by all.
 //! - `renewal`: logging in again `refresh_before` a token's end.
+//! - `shared`: fleet mode: the fleet's tokens, leases, verdicts and events
+//!   around the local store, consulted only where a login would happen.
 //! - `carry`: which tokens a reload keeps.
 //! - [`gate`]: one credential's lockout state (parked, backoff, unanswered
 //!   logins, re-login spacing).
@@ -44,6 +46,7 @@ mod identity;
 pub mod login;
 mod obtain;
 mod renewal;
+mod shared;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -54,6 +57,7 @@ use http::HeaderValue;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::{Config, PrincipalId};
+use crate::fleet::{CacheState, Fleet};
 use crate::kmauthtoken::{CallerFields, Defaults, Prefix};
 use crate::metrics::Metrics;
 use crate::upstream::{HttpClient, Origin, OriginError};
@@ -64,6 +68,7 @@ use flight::Flights;
 use gate::GateStatus;
 pub use identity::Identity;
 use identity::PerIdentity;
+use shared::Shared;
 
 /// One token from the upstream.
 #[derive(Debug)]
@@ -172,8 +177,10 @@ struct Inner {
     client: HttpClient,
     /// Where logins go (`base_url`).
     origin: Origin,
-    /// The tokens and login verdicts: the seam a shared store fills.
+    /// The tokens and login verdicts: this replica's own copy.
     store: LocalStore,
+    /// Fleet mode (`[cache]`): what is shared through Redis; `None` alone.
+    shared: Option<Shared>,
     /// Per principal, the identity it logs in as ([`Identity::of`]).
     login_of: Box<[Identity]>,
     /// Per identity, the key its verdict is kept under (`None` for the
@@ -198,7 +205,23 @@ impl TokenStore {
     /// A store for `config`, logging in through `client`, with a verdict
     /// table of its own (a reload hands it on: [`TokenStore::succeed`]).
     pub fn new(config: Arc<Config>, client: HttpClient, metrics: Arc<Metrics>) -> Result<Self, OriginError> {
-        Self::build(config, client, metrics, LocalStore::new(Verdicts::new()))
+        Self::with_fleet(config, client, metrics, None)
+    }
+
+    /// Like [`TokenStore::new`], sharing tokens and verdicts through
+    /// `fleet` when given (fleet mode): the credential keys are then keyed
+    /// from the fleet's secret, so every replica files a credential alike.
+    pub fn with_fleet(
+        config: Arc<Config>,
+        client: HttpClient,
+        metrics: Arc<Metrics>,
+        fleet: Option<Fleet>,
+    ) -> Result<Self, OriginError> {
+        let verdicts = match &fleet {
+            Some(f) => Verdicts::shared(f.shared_secret("credential keys")),
+            None => Verdicts::new(),
+        };
+        Self::build(config, client, metrics, LocalStore::new(verdicts), fleet)
     }
 
     fn build(
@@ -206,6 +229,7 @@ impl TokenStore {
         client: HttpClient,
         metrics: Arc<Metrics>,
         store: LocalStore,
+        fleet: Option<Fleet>,
     ) -> Result<Self, OriginError> {
         let origin = client.origin(&config.upstream.base_url)?;
         let n = config.principals.len();
@@ -222,9 +246,11 @@ impl TokenStore {
         let keys = PerIdentity::new(n, |who| {
             Credential::of(&config, who).map(|c| store.verdicts().register(&c))
         });
-        Ok(Self {
+        let shared = fleet.map(|f| Shared::new(f, &keys, n));
+        let store = Self {
             inner: Arc::new(Inner {
                 login_of: (0..n).map(|p| Identity::of(&config, p)).collect(),
+                shared,
                 keys,
                 store,
                 prepared: (0..n).map(|_| ArcSwapOption::empty()).collect(),
@@ -234,11 +260,13 @@ impl TokenStore {
                 origin,
                 client,
                 config,
-                serial: AtomicU64::new(1),
+                serial: AtomicU64::new(0),
                 metrics,
                 retired: AtomicBool::new(false),
             }),
-        })
+        };
+        store.inner.listen();
+        Ok(store)
     }
 
     /// A store for a reloaded `config` that shares `old`'s verdict table
@@ -255,7 +283,8 @@ impl TokenStore {
     ) -> Result<(Self, Vec<String>), OriginError> {
         let (prev, carry) = (&old.inner, carry::carry(&old.inner.config, &config));
         let verdicts = Arc::clone(prev.store.verdicts());
-        let fresh = Self::build(config, client, metrics, LocalStore::new(Arc::clone(&verdicts)))?;
+        let fleet = prev.shared.as_ref().map(|s| s.fleet.clone());
+        let fresh = Self::build(config, client, metrics, LocalStore::new(Arc::clone(&verdicts)), fleet)?;
         verdicts.retain(&fresh.inner.keys.iter().flatten().copied().collect::<Vec<_>>());
         for (from, to) in carry.tokens {
             if let Some(token) = prev.store.get(from).await {
@@ -344,6 +373,16 @@ impl TokenStore {
         replay
     }
 
+    /// Fleet mode's state (`None` without `[cache]`), for `/status`.
+    pub fn cache_state(&self) -> Option<CacheState> {
+        self.inner.cache_state()
+    }
+
+    /// The fleet this store shares through (`None` without `[cache]`).
+    pub fn fleet(&self) -> Option<&Fleet> {
+        self.inner.shared.as_ref().map(|s| &s.fleet)
+    }
+
     /// The config this store serves.
     pub fn config(&self) -> &Arc<Config> {
         &self.inner.config
@@ -357,6 +396,7 @@ impl TokenStore {
     pub async fn reset(&self, who: Identity) {
         if let Some(key) = self.inner.verdict_key(who) {
             self.inner.store.reset(key).await;
+            self.inner.fleet_reset(who).await;
         }
     }
 
@@ -469,11 +509,14 @@ impl Inner {
     /// call may be replayed.
     async fn drop_after_session_error(&self, who: Identity, token: &Token) -> bool {
         let interval = self.config.tokens.min_relogin_interval;
-        match self
-            .store
-            .remove_for_relogin(who, token.serial, self.verdict_key(who), interval)
-            .await
-        {
+        let dropped = match self.fleet_drop(who, token, interval).await {
+            Some(d) => d,
+            None => {
+                let key = self.verdict_key(who);
+                self.store.remove_for_relogin(who, token.serial, key, interval).await
+            }
+        };
+        match dropped {
             Dropped::Removed => {
                 self.metrics.renewal("session_error");
                 true

@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
 use secrecy::{ExposeSecret, SecretString};
@@ -35,6 +35,27 @@ impl Sent {
 }
 
 impl Inner {
+    /// A serial no other token of the fleet has (the mint time in unix ms,
+    /// then 20 random bits) that also grows: a token minted later has a
+    /// larger one, which [`TokenStore::invalidate`](super::TokenStore::invalidate) relies on.
+    fn next_serial(&self) -> u64 {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let candidate = (now_ms << 20) | (rand::random::<u64>() & 0xF_FFFF);
+        let mut current = self.serial.load(Ordering::Relaxed);
+        loop {
+            let next = candidate.max(current + 1);
+            match self
+                .serial
+                .compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return next,
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
     /// A live token for `who`: the held one, or one fresh login shared by
     /// every concurrent caller.
     pub(super) async fn token(self: &Arc<Self>, who: Identity) -> Result<Arc<Token>, TokenError> {
@@ -46,14 +67,19 @@ impl Inner {
         }
         let this = Arc::clone(self);
         self.store
-            .get_with(who, async move { this.login_once(who).await })
+            .get_with(who, async move { this.login_once(who, None).await })
             .await
     }
 
-    /// Joins the login under way for `who`, or starts one.
-    pub(super) async fn login_once(self: &Arc<Self>, who: Identity) -> Result<Arc<Token>, TokenError> {
+    /// Joins the login under way for `who`, or starts one (`replacing`:
+    /// the token a renewal replaces, which the fleet's copy must not be).
+    pub(super) async fn login_once(
+        self: &Arc<Self>,
+        who: Identity,
+        replacing: Option<u64>,
+    ) -> Result<Arc<Token>, TokenError> {
         self.flights
-            .join_or_start(who, || Arc::clone(self).login_task(who))
+            .join_or_start(who, || Arc::clone(self).login_task(who, replacing))
             .await
     }
 
@@ -62,11 +88,14 @@ impl Inner {
     /// it is a failed login, not a poisoned one. (The type is spelled out:
     /// a user login needs the integration token, which may need a login,
     /// so the compiler cannot infer `Send` through the cycle.)
-    fn login_task(self: Arc<Self>, who: Identity) -> BoxFuture<'static, Result<Arc<Token>, TokenError>> {
+    fn login_task(
+        self: Arc<Self>,
+        who: Identity,
+        replacing: Option<u64>,
+    ) -> BoxFuture<'static, Result<Arc<Token>, TokenError>> {
         let principal = self.name_of(who);
-        let task = tokio::spawn(
-            Box::pin(async move { self.login(who).await }) as BoxFuture<'static, Result<Arc<Token>, TokenError>>
-        );
+        let task = tokio::spawn(Box::pin(async move { self.login(who, replacing).await })
+            as BoxFuture<'static, Result<Arc<Token>, TokenError>>);
         Box::pin(async move {
             task.await.unwrap_or_else(|e| {
                 Err(TokenError::Failed {
@@ -77,22 +106,38 @@ impl Inner {
         })
     }
 
-    /// One login through the verdict gate; schedules the new token's renewal.
-    async fn login(self: &Arc<Self>, who: Identity) -> Result<Arc<Token>, TokenError> {
+    /// A token for `who`: in fleet mode the fleet's, or one login under its
+    /// lease; else one login through the verdict gate.
+    async fn login(self: &Arc<Self>, who: Identity, replacing: Option<u64>) -> Result<Arc<Token>, TokenError> {
         let key = self.verdict_key(who).ok_or_else(|| TokenError::Failed {
             principal: self.name_of(who),
             reason: "not a user principal".into(),
         })?;
-        self.store
-            .check(key, Instant::now())
-            .await
-            .map_err(|closed| match closed {
-                Closed::Parked(reason) => self.parked(who, reason),
-                Closed::Backoff(retry_after) => TokenError::Backoff {
-                    principal: self.name_of(who),
-                    retry_after,
-                },
-            })?;
+        match self.shared {
+            Some(_) => self.fleet_login(who, key, replacing).await,
+            None => self.local_login(who, key).await,
+        }
+    }
+
+    /// Whether the gate of `key` lets a login of `who` through now.
+    pub(super) fn gate(&self, who: Identity, key: VerdictKey) -> Result<(), TokenError> {
+        self.store.check_now(key).map_err(|closed| match closed {
+            Closed::Parked(reason) => self.parked(who, reason),
+            Closed::Backoff(retry_after) => TokenError::Backoff {
+                principal: self.name_of(who),
+                retry_after,
+            },
+        })
+    }
+
+    /// One login through the verdict gate, on this replica's own
+    /// authority; schedules the new token's renewal.
+    pub(super) async fn local_login(
+        self: &Arc<Self>,
+        who: Identity,
+        key: VerdictKey,
+    ) -> Result<Arc<Token>, TokenError> {
+        self.gate(who, key)?;
         let (sent, result) = match who {
             Identity::ApiUser => {
                 let sent = Sent::now();
@@ -216,7 +261,7 @@ impl Inner {
     fn mint(&self, value: SecretString, sent: Sent) -> Arc<Token> {
         Arc::new(Token {
             value,
-            serial: self.serial.fetch_add(1, Ordering::Relaxed),
+            serial: self.next_serial(),
             issued: sent.at,
             expires: sent.at + self.config.tokens.lifetime,
             issued_at: sent.wall,

@@ -20,10 +20,17 @@ impl Inner {
         if before.is_zero() {
             return;
         }
-        // Jitter takes up to 10 % off the lead, never adds to it: with
-        // `refresh_before` close to the lifetime, an added 10 % could put
-        // the renewal before the login itself.
-        let lead = before - before.mul_f64(rand::random::<f64>() * 0.1);
+        // Alone, jitter takes up to 10 % off the lead, never adds to it:
+        // with `refresh_before` close to the lifetime, an added 10 % could
+        // put the renewal before the login itself. In a fleet it adds up to
+        // 10 % (PRODUCT.md §8: earlier, by at most `refresh_before`/2), so
+        // one replica fires first and the others find its token; capped
+        // so the renewal never comes before the token's issue.
+        let jitter = before.mul_f64(rand::random::<f64>() * 0.1);
+        let lead = match self.shared {
+            Some(_) => (before + jitter).min(token.expires.saturating_duration_since(token.issued)),
+            None => before - jitter,
+        };
         let Some(at) = token.expires.checked_sub(lead) else {
             return;
         };
@@ -47,7 +54,7 @@ impl Inner {
                 Some(current) if current.serial == serial => {}
                 _ => return,
             }
-            let wait = match inner.login_once(key).await {
+            let wait = match inner.login_once(key, Some(serial)).await {
                 Ok(fresh) => {
                     inner.metrics.renewal("scheduled");
                     inner.store.replace_if_same(key, serial, fresh).await;
