@@ -358,7 +358,8 @@ mod tests {
 
     #[test]
     fn a_managed_interaction_joins_the_callers_fields() {
-        let caller = CallerFields::parse(br#"{"interactionIdGenerated":false,"appId":"a","clientIP":"1"}"#).expect("parses");
+        let caller =
+            CallerFields::parse(br#"{"interactionIdGenerated":false,"appId":"a","clientIP":"1"}"#).expect("parses");
         assert!(!caller.has_interaction());
         let v = Prefix::new("S", "I", None).finish(&caller.with_interaction("K\"1"), &defaults());
         let m = parse(&v);

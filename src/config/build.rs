@@ -15,8 +15,8 @@ use super::values::{
     addr, allowed_hosts, count, decode_sha256, duration, extra_fields, required, secret, size, url, Span,
 };
 use super::{
-    ApiUser, CacheConfig, Caller, ClientLogins, Config, ExternalType, Interactions, Principal, PrincipalId, PrincipalKind,
-    ServerConfig, TokensConfig, UpstreamConfig,
+    ApiUser, CacheConfig, Caller, ClientLogins, Config, ExternalType, Interactions, Principal, PrincipalId,
+    PrincipalKind, ServerConfig, TokensConfig, UpstreamConfig,
 };
 
 /// The whole config; every problem goes to `p`.
