@@ -12,10 +12,12 @@ use moka::future::Cache;
 use moka::ops::compute::Op;
 
 /// An id is dropped after this long without a call of its session. Thirty
-/// minutes is the usual web-session idle timeout (B2C's own default among
-/// them), so one end-user visit keeps one interaction and a user who comes
-/// back after a long break starts a new one, as analytics count visits. An
-/// id the upstream ends sooner is replaced on `OK-SEC0012` anyway.
+/// minutes is the common web-session idle timeout (the servlet default
+/// that Tomcat ships, and what web analytics take as the end of a visit),
+/// so one end-user visit keeps one interaction and a user who comes back
+/// after a long break starts a new one. An id the upstream ends sooner is
+/// replaced on `OK-SEC0012` anyway; one it keeps longer costs only a new
+/// start.
 pub const IDLE: Duration = Duration::from_secs(30 * 60);
 
 /// Sessions held at most (a key and an id, about 300 bytes: some 30 MB at
