@@ -159,15 +159,13 @@ pub async fn send(
             },
             // A second expired interaction reaches the caller too.
             Outcome::InteractionExpired(res) if interaction_replayed => res,
-            Outcome::InteractionExpired(res) => {
-                if let (Some(session), Some(ended)) = (&call.session, carried.take()) {
-                    tracing::info!("interaction expired upstream (OK-SEC0012); starting a new one and replaying");
-                    session.forget(&ended.id).await;
+            Outcome::InteractionExpired(res) => match forget_interaction(call, carried.take()).await {
+                true => {
                     interaction_replayed = true;
                     continue;
                 }
-                res
-            }
+                false => res,
+            },
         };
         headers::strip_hop_by_hop(res.headers_mut());
         if let Some(links) = &live.links {
@@ -175,6 +173,17 @@ pub async fn send(
         }
         return Ok(res);
     }
+}
+
+/// After `OK-SEC0012`: drops the interaction the call carried (the next
+/// send starts a new one) and says whether the call is to be sent again.
+async fn forget_interaction(call: &Call<'_>, carried: Option<Carried>) -> bool {
+    let (Some(session), Some(ended)) = (&call.session, carried) else {
+        return false;
+    };
+    tracing::info!("interaction expired upstream (OK-SEC0012); starting a new one and replaying");
+    session.forget(&ended.id).await;
+    true
 }
 
 /// After a session error: drops the tokens `creds` held and says whether
