@@ -25,6 +25,8 @@ pub struct App {
     /// The key of client-login placeholders: one per process, so that a
     /// reload keeps them valid and a restart does not.
     pub placeholders: Placeholders,
+    /// Managed interactions per (caller, principal, session), kept across reloads.
+    pub interactions: crate::interactions::Interactions,
 }
 
 /// The state built from one config.
@@ -112,6 +114,7 @@ impl App {
             live: ArcSwap::from_pointee(Live::build(config, tokens, client, &metrics)?),
             metrics,
             placeholders: Placeholders::new(),
+            interactions: Default::default(),
         }))
     }
 

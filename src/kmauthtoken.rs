@@ -95,6 +95,27 @@ impl CallerFields {
         self.0.iter().any(|(k, _)| *k == name)
     }
 
+    /// True when the caller sent its own `knowledgeInteractionId` (which
+    /// then always wins over a managed one).
+    pub fn has_interaction(&self) -> bool {
+        self.has("knowledgeInteractionId")
+    }
+
+    /// These fields plus a managed interaction: `knowledgeInteractionId`
+    /// and `interactionIdGenerated: "true"`, replacing any flag the caller
+    /// sent, still in [`CALLER_FIELDS`] order.
+    pub fn with_interaction(mut self, id: &str) -> Self {
+        self.0
+            .retain(|(k, _)| !matches!(*k, "knowledgeInteractionId" | "interactionIdGenerated"));
+        let mut quoted = String::with_capacity(id.len() + 2);
+        push_json_str(&mut quoted, id);
+        self.0.push(("knowledgeInteractionId", quoted.into_boxed_str()));
+        self.0.push(("interactionIdGenerated", "\"true\"".into()));
+        let rank = |k: &str| CALLER_FIELDS.iter().position(|f| *f == k);
+        self.0.sort_by_key(|(k, _)| rank(k));
+        self
+    }
+
     /// True when the caller sent none of the kept fields.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -333,6 +354,23 @@ mod tests {
         assert_eq!(CallerFields::parse(deep.as_bytes()), Err(CallerTokenError::NotJson));
         // Token fields, whatever they hold, are ignored, not refused.
         assert!(CallerFields::parse(br#"{"userToken":{"a":[1]},"siteName":7}"#).is_ok_and(|c| c.is_empty()));
+    }
+
+    #[test]
+    fn a_managed_interaction_joins_the_callers_fields() {
+        let caller =
+            CallerFields::parse(br#"{"interactionIdGenerated":false,"appId":"a","clientIP":"1"}"#).expect("parses");
+        assert!(!caller.has_interaction());
+        let v = Prefix::new("S", "I", None).finish(&caller.with_interaction("K\"1"), &defaults());
+        let m = parse(&v);
+        assert_eq!(m["knowledgeInteractionId"], "K\"1");
+        assert_eq!(m["interactionIdGenerated"], "true");
+        assert_eq!(m["appId"], "a");
+        assert_eq!(m["clientIP"], "1");
+        let text = v.to_str().expect("visible ASCII");
+        assert!(text.find("knowledgeInteractionId") < text.find("appId"), "{text}");
+        let own = CallerFields::parse(br#"{"knowledgeInteractionId":"mine"}"#).expect("parses");
+        assert!(own.has_interaction());
     }
 
     fn scalar() -> impl Strategy<Value = Value> {

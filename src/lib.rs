@@ -26,6 +26,8 @@
 //!   `allowed_hosts`): the DNS-rebinding guard.
 //! - [`app`]: the state built from a config, and its reload.
 //! - [`callers`]: caller key / default / act-as → principal.
+//! - [`interactions`]: the managed interaction ids per (caller, principal,
+//!   session), with idle expiry.
 //! - [`tokens`]: the token cache, single-flight logins, renewal, lockout gate.
 //! - [`kmauthtoken`]: parse a caller's header, build the upstream's.
 //! - [`session_error`]: recognise session errors: Oracle's error documents
@@ -49,6 +51,7 @@ pub mod proxy;
 pub mod host;
 pub mod app;
 pub mod callers;
+pub mod interactions;
 pub mod tokens;
 pub mod kmauthtoken;
 pub mod session_error;

@@ -15,8 +15,8 @@ use super::values::{
     addr, allowed_hosts, count, decode_sha256, duration, extra_fields, required, secret, size, url, Span,
 };
 use super::{
-    ApiUser, CacheConfig, Caller, ClientLogins, Config, ExternalType, Principal, PrincipalId, PrincipalKind,
-    ServerConfig, TokensConfig, UpstreamConfig,
+    ApiUser, CacheConfig, Caller, ClientLogins, Config, ExternalType, Interactions, Principal, PrincipalId,
+    PrincipalKind, ServerConfig, TokensConfig, UpstreamConfig,
 };
 
 /// The whole config; every problem goes to `p`.
@@ -360,9 +360,25 @@ fn build_callers(raw: Vec<RawCaller>, names: &Names<'_>, p: &mut Problems) -> Ve
             key_sha256,
             principal: principal.unwrap_or(0),
             act_as,
+            interactions: interactions(c.interactions.as_deref(), &key, p),
         });
     }
     callers
+}
+
+/// `callers[i].interactions`: absent (unmanaged) or `"managed"`.
+fn interactions(raw: Option<&str>, key: &str, p: &mut Problems) -> Interactions {
+    match raw {
+        None => Interactions::Unmanaged,
+        Some("managed") => Interactions::Managed,
+        Some(other) => {
+            p.add(
+                format!("{key}.interactions"),
+                format!("`{other}` is not `managed` (leave the key out for no managed interactions)"),
+            );
+            Interactions::Unmanaged
+        }
+    }
 }
 
 /// `[cache]`: every key checked, the durations within bounds (a zero
@@ -418,6 +434,24 @@ mod tests {
         assert_eq!(c.tokens.lifetime, Duration::from_secs(86_400));
         assert_eq!(c.callers[0].principal, 1);
         assert_eq!(c.callers[0].act_as, vec![0]);
+        assert_eq!(c.callers[0].interactions, crate::config::Interactions::Unmanaged);
         assert!(!format!("{c:?}").contains("Password1"));
+    }
+
+    #[test]
+    fn interactions_is_managed_or_absent() {
+        let with = |v: &str| {
+            ConfigToml::new("http://127.0.0.1:7002")
+                .principal("public", "anonymous")
+                .caller("app", "k", "public", &[])
+                .caller_key("interactions", v)
+                .parse()
+        };
+        let c = with("managed").expect("valid");
+        assert_eq!(c.callers[0].interactions, crate::config::Interactions::Managed);
+        let e = with("yes").expect_err("invalid");
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert_eq!(e.problems[0].0, "callers[0].interactions", "{e}");
+        assert!(e.problems[0].1.contains("`yes` is not `managed`"), "{e}");
     }
 }

@@ -216,6 +216,19 @@ pub struct Caller {
     pub principal: PrincipalId,
     /// Principals it may switch to with `x-kmproxy-act-as`.
     pub act_as: Vec<PrincipalId>,
+    /// Whether kmproxy starts and keeps a `knowledgeInteractionId` per
+    /// end-user session the caller names (`interactions = "managed"`).
+    pub interactions: Interactions,
+}
+
+/// `callers[].interactions`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Interactions {
+    /// The caller's own `kmauthtoken` fields only (the default).
+    #[default]
+    Unmanaged,
+    /// One `startInteraction` per (caller, principal, `x-kmproxy-session`).
+    Managed,
 }
 
 /// Every problem found in a config file.

@@ -156,6 +156,7 @@ pub(super) struct RawCaller {
     pub key_sha256: Option<String>,
     pub principal: Option<String>,
     pub act_as: Option<Vec<String>>,
+    pub interactions: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

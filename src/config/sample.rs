@@ -141,6 +141,15 @@ impl ConfigToml {
         self
     }
 
+    /// Sets a key on the caller added last (`interactions`, say); no-op
+    /// when there is none.
+    pub fn caller_key(mut self, key: &str, value: impl Into<Value>) -> Self {
+        if let Some(last) = self.callers.pop() {
+            self.callers.push(last.set(key, value));
+        }
+        self
+    }
+
     /// The config this text validates to (named `sample.toml` in messages).
     pub fn parse(&self) -> Result<Config, ConfigError> {
         Config::parse(&self.to_string(), Path::new("sample.toml"))

@@ -5,6 +5,7 @@
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue, StatusCode};
 
+use super::interactions::{self, StartError};
 use super::route;
 use crate::callers;
 use crate::kmauthtoken::CallerTokenError;
@@ -44,6 +45,8 @@ pub enum ProxyError {
     ClientLogin(Option<String>),
     #[error("kmproxy is handling {0} calls already; retry shortly")]
     Overloaded(usize),
+    #[error(transparent)]
+    Interaction(#[from] interactions::Error),
 }
 
 impl ProxyError {
@@ -110,12 +113,35 @@ impl ProxyError {
                 "Too many calls in flight",
                 "KMPROXY-OVERLOADED",
             ),
+            Interaction(e) => interaction_parts(e),
         }
     }
 
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
         self.parts().0
+    }
+}
+
+/// A managed interaction's failure: a bad session header is the caller's;
+/// a failed start is answered as the login or exchange that failed.
+fn interaction_parts(e: &interactions::Error) -> (StatusCode, &'static str, &'static str) {
+    let start = match e {
+        interactions::Error::BadSession => {
+            return (StatusCode::BAD_REQUEST, "Invalid x-kmproxy-session", "KMPROXY-SESSION")
+        }
+        interactions::Error::Start(start) => &**start,
+    };
+    match start {
+        StartError::Token(t) => ProxyError::Token(t.clone()).parts(),
+        StartError::Upstream(u) if u.is_timeout() => {
+            (StatusCode::GATEWAY_TIMEOUT, "Upstream timeout", "KMPROXY-TIMEOUT")
+        }
+        _ => (
+            StatusCode::BAD_GATEWAY,
+            "Interaction not started",
+            "KMPROXY-INTERACTION",
+        ),
     }
 }
 

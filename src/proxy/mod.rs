@@ -5,9 +5,10 @@
 //! Per call: the path is classified ([`route`]); the caller is identified
 //! ([`crate::callers`]); the request body is read (capped in size, time
 //! and memory, so it can be replayed: [`request_body`]); headers are
-//! cleaned ([`headers`]); then [`replay`] sends it with the principal's
+//! cleaned ([`headers`]); a managed caller's session gets its interaction
+//! ([`interactions`]); then [`replay`] sends it with the principal's
 //! prepared `kmauthtoken`, and sends it once more if the upstream said the
-//! session expired. Every refusal and failure is a [`ProxyError`], answered
+//! session (or the managed interaction) expired. Every refusal and failure is a [`ProxyError`], answered
 //! in Oracle's shape ([`error`]); one sent before the body was read whole
 //! is settled so the connection stays usable ([`early`]).
 
@@ -16,6 +17,7 @@ pub mod client_logins;
 pub mod early;
 pub mod error;
 pub mod headers;
+pub mod interactions;
 pub mod replay;
 pub mod request_body;
 pub mod route;
@@ -221,6 +223,15 @@ async fn forward(
         .get(&kmauthtoken::HEADER)
         .map(|v| CallerFields::parse(v.as_bytes()))
         .transpose()?;
+    // Callers without managed interactions: one branch, no allocation.
+    let session = interactions::session(
+        &app.interactions,
+        config,
+        caller,
+        principal,
+        &parts.headers,
+        caller_fields.as_ref(),
+    )?;
     // A slot is taken once the call is known to be forwarded (refusals
     // above never wait) and before its body is read.
     let _permit = match live.in_flight.try_acquire() {
@@ -236,7 +247,7 @@ async fn forward(
         Api::Content => &live.content,
         Api::Search => &live.search,
     };
-    let call = Call::new(parts, body, origin, bearer, caller_fields, request_id, config)?;
+    let call = Call::new(parts, body, origin, bearer, caller_fields, request_id, config)?.in_session(session);
     replay::send(live, &app.metrics, &call, principal, info).await
 }
 

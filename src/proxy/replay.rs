@@ -6,6 +6,12 @@
 //! that would re-login an identity within `min_relogin_interval` of its
 //! last session-error re-login.
 //!
+//! A call that carries a managed interaction ([`super::interactions`]) and
+//! is answered `OK-SEC0012` (the interaction expired) has its own replay:
+//! that interaction is dropped, a new one started, and the call sent once
+//! more; a second `OK-SEC0012` reaches the caller. A caller's own
+//! `knowledgeInteractionId` is never replaced, so never replayed for.
+//!
 //! One [`exchange`] sends the call and reads just enough of the answer to
 //! tell an ordinary answer (streamed on untouched) from a session error
 //! ([`body::examine`]): of a non-2xx answer, the first
@@ -23,6 +29,7 @@ use http::{header, HeaderValue, Uri};
 use http_body_util::Full;
 
 use super::body;
+use super::interactions::{self, Carried, Session};
 use super::{headers, CallInfo, ProxyError};
 use crate::app::Live;
 use crate::config::{Config, PrincipalId};
@@ -46,6 +53,8 @@ pub struct Call<'a> {
     caller_fields: Option<CallerFields>,
     request_id: &'a HeaderValue,
     config: &'a Config,
+    /// A managed caller's end-user session: the call carries its interaction.
+    session: Option<Session<'a>>,
 }
 
 /// What one exchange came to.
@@ -55,6 +64,9 @@ pub enum Outcome {
     /// The upstream said the session expired; its answer, in case the
     /// caller is to get it after all.
     SessionExpired(Response),
+    /// `OK-SEC0012` to a call carrying a managed interaction; its answer,
+    /// in case the caller is to get it after all.
+    InteractionExpired(Response),
 }
 
 impl<'a> Call<'a> {
@@ -78,7 +90,13 @@ impl<'a> Call<'a> {
             caller_fields,
             request_id,
             config,
+            session: None,
         })
+    }
+
+    /// The call as one of `session`'s (`None`: no managed interaction).
+    pub fn in_session(self, session: Option<Session<'a>>) -> Self {
+        Self { session, ..self }
     }
 
     /// kmproxy's address as the caller reached it: its `Host` (or, over
@@ -90,8 +108,8 @@ impl<'a> Call<'a> {
         }
     }
 
-    /// The upstream request carrying `creds`.
-    fn request(&self, creds: &Credentials, live: &Live) -> http::Request<Full<Bytes>> {
+    /// The upstream request carrying `creds` and the caller's `fields`.
+    fn request(&self, creds: &Credentials, fields: Option<&CallerFields>, live: &Live) -> http::Request<Full<Bytes>> {
         let mut req = http::Request::new(Full::new(self.body.clone()));
         *req.method_mut() = self.parts.method.clone();
         *req.uri_mut() = self.target.clone();
@@ -101,15 +119,14 @@ impl<'a> Call<'a> {
             self.bearer,
             self.request_id,
         );
-        req.headers_mut().insert(
-            kmauthtoken::HEADER,
-            creds.kmauthtoken(self.caller_fields.as_ref(), live.tokens.defaults()),
-        );
+        req.headers_mut()
+            .insert(kmauthtoken::HEADER, creds.kmauthtoken(fields, live.tokens.defaults()));
         req
     }
 }
 
-/// Sends `call` as `principal`, and once more after a session error.
+/// Sends `call` as `principal`, and once more after a session error; a
+/// call carrying a managed interaction, also once more after `OK-SEC0012`.
 pub async fn send(
     live: &Live,
     metrics: &Metrics,
@@ -117,9 +134,16 @@ pub async fn send(
     principal: PrincipalId,
     info: &mut CallInfo,
 ) -> Result<Response, ProxyError> {
+    // The managed interaction the call carries (`None`: none, or not yet had).
+    let mut carried: Option<Carried> = None;
+    let mut interaction_replayed = false;
     loop {
         let creds = live.tokens.credentials(principal).await?;
-        let mut res = match exchange(live, metrics, call, &creds, info).await? {
+        if let (Some(session), None) = (&call.session, &carried) {
+            carried = Some(session.carried(live, principal, call.caller_fields.as_ref()).await?);
+        }
+        let fields = carried.as_ref().map(|c| &c.fields).or(call.caller_fields.as_ref());
+        let mut res = match exchange(live, metrics, call, &creds, fields, info).await? {
             // No call asks for an upgrade: passed on, a 101 would end the
             // caller's connection with nothing to switch to.
             Outcome::Answer(res) if res.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
@@ -128,18 +152,20 @@ pub async fn send(
             Outcome::Answer(res) => res,
             // A second session error in a row reaches the caller.
             Outcome::SessionExpired(res) if info.replayed => res,
-            Outcome::SessionExpired(res) => {
-                if !live.tokens.invalidate(principal, &creds).await {
-                    // Within `min_relogin_interval` of the last re-login.
-                    res
-                } else {
-                    let name = &live.config.principals[principal].name;
-                    tracing::info!(principal = %name, "session expired upstream; logging in again and replaying");
-                    metrics.replays.inc();
-                    info.replayed = true;
+            Outcome::SessionExpired(res) => match relogin(live, metrics, principal, &creds, info).await {
+                true => continue,
+                // Within `min_relogin_interval` of the last re-login.
+                false => res,
+            },
+            // A second expired interaction reaches the caller too.
+            Outcome::InteractionExpired(res) if interaction_replayed => res,
+            Outcome::InteractionExpired(res) => match forget_interaction(call, carried.take()).await {
+                true => {
+                    interaction_replayed = true;
                     continue;
                 }
-            }
+                false => res,
+            },
         };
         headers::strip_hop_by_hop(res.headers_mut());
         if let Some(links) = &live.links {
@@ -147,6 +173,37 @@ pub async fn send(
         }
         return Ok(res);
     }
+}
+
+/// After `OK-SEC0012`: drops the interaction the call carried (the next
+/// send starts a new one) and says whether the call is to be sent again.
+async fn forget_interaction(call: &Call<'_>, carried: Option<Carried>) -> bool {
+    let (Some(session), Some(ended)) = (&call.session, carried) else {
+        return false;
+    };
+    tracing::info!("interaction expired upstream (OK-SEC0012); starting a new one and replaying");
+    session.forget(&ended.id).await;
+    true
+}
+
+/// After a session error: drops the tokens `creds` held and says whether
+/// the call is to be sent again (not within `min_relogin_interval` of the
+/// identity's last re-login).
+async fn relogin(
+    live: &Live,
+    metrics: &Metrics,
+    principal: PrincipalId,
+    creds: &Credentials,
+    info: &mut CallInfo,
+) -> bool {
+    if !live.tokens.invalidate(principal, creds).await {
+        return false;
+    }
+    let name = &live.config.principals[principal].name;
+    tracing::info!(principal = %name, "session expired upstream; logging in again and replaying");
+    metrics.replays.inc();
+    info.replayed = true;
+    true
 }
 
 /// Links stay on the proxy: upstream URLs in `Location`,
@@ -179,6 +236,7 @@ async fn exchange(
     metrics: &Metrics,
     call: &Call<'_>,
     creds: &Credentials,
+    fields: Option<&CallerFields>,
     info: &mut CallInfo,
 ) -> Result<Outcome, ProxyError> {
     let timeout = live.config.upstream.timeout;
@@ -186,7 +244,10 @@ async fn exchange(
     // The deadline from `sent`: no second clock read.
     let deadline = tokio::time::Instant::from_std(sent) + timeout;
     let exchange = async {
-        let res = live.client.request(call.origin, call.request(creds, live)).await?;
+        let res = live
+            .client
+            .request(call.origin, call.request(creds, fields, live))
+            .await?;
         let head_after = sent.elapsed();
         metrics.upstream_seconds.observe(head_after.as_secs_f64());
         info.upstream = Some(info.upstream.unwrap_or_default() + head_after);
@@ -195,11 +256,14 @@ async fn exchange(
         let (expired, peeked) = body::examine(head.status, &head.headers, incoming, codes)
             .await
             .map_err(|e| upstream::Error::exchange(std::sync::Arc::clone(call.origin.name()), e))?;
+        // Only a call carrying a managed interaction looks for `OK-SEC0012`.
+        let ended =
+            !expired && call.session.is_some() && interactions::expired(head.status, &head.headers, &peeked.prefix);
         let res = Response::from_parts(head, peeked.into_body(timeout));
-        Ok::<_, upstream::Error>(if expired {
-            Outcome::SessionExpired(res)
-        } else {
-            Outcome::Answer(res)
+        Ok::<_, upstream::Error>(match (expired, ended) {
+            (true, _) => Outcome::SessionExpired(res),
+            (false, true) => Outcome::InteractionExpired(res),
+            (false, false) => Outcome::Answer(res),
         })
     };
     match tokio::time::timeout_at(deadline, exchange).await {

@@ -4,6 +4,7 @@
 //! | request | effect |
 //! |---|---|
 //! | `POST /__sim/expire` | expire every token and interaction id issued so far |
+//! | `POST /__sim/expire-interactions` | expire every interaction id issued so far (tokens stay valid) |
 //! | `GET /__sim/stats` | login counters by kind, user, outcome; request count; routed paths; pending faults and modes |
 //! | `POST /__sim/fail-logins?status=503&count=3[&retry_after=S]` | answer the next `count` logins with `status` (defaults 503, 1), with `Retry-After: S` when given |
 //! | `POST /__sim/session-error?count=1` | answer the next `count` API calls with a session error (default 1) |
@@ -37,6 +38,7 @@ use super::{LoginKind, LoginOutcome};
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/__sim/expire", post(expire))
+        .route("/__sim/expire-interactions", post(expire_interactions))
         .route("/__sim/stats", get(stats))
         .route("/__sim/fail-logins", post(fail_logins))
         .route("/__sim/session-error", post(session_error))
@@ -55,6 +57,11 @@ fn ok() -> Response {
 
 async fn expire(State(shared): State<Arc<Shared>>) -> Response {
     shared.expire_all();
+    ok()
+}
+
+async fn expire_interactions(State(shared): State<Arc<Shared>>) -> Response {
+    shared.expire_interactions();
     ok()
 }
 

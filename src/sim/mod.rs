@@ -352,6 +352,12 @@ impl Simulator {
         self.shared.expire_all();
     }
 
+    /// Expire every interaction id issued so far, and nothing else: the
+    /// next call carrying one is answered `OK-SEC0012`.
+    pub fn expire_interactions(&self) {
+        self.shared.expire_interactions();
+    }
+
     /// Login attempts of `kind` by `user` (`None`: any user) that ended in `outcome`.
     pub fn logins(&self, kind: LoginKind, user: Option<&str>, outcome: LoginOutcome) -> u64 {
         self.shared.logins(kind, user, outcome)

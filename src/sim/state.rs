@@ -193,6 +193,11 @@ impl Shared {
         inner.interactions.get(id).is_some_and(|at| self.alive(*at))
     }
 
+    /// Ends every interaction issued so far (tokens stay valid).
+    pub(crate) fn expire_interactions(&self) {
+        self.lock().interactions.clear();
+    }
+
     pub(crate) fn expire_all(&self) {
         let mut inner = self.lock();
         inner.tokens.clear();
