@@ -184,7 +184,11 @@ pub(super) fn url(p: &mut Problems, key: &str, v: Option<&str>) -> String {
             if u.query().is_some() || u.fragment().is_some() {
                 p.add(key, "must not have a query or fragment");
             }
-            v.trim_end_matches('/').to_owned()
+            // The parsed form: one spelling per site (scheme and host in
+            // lower case, IPv4 in dotted decimal, no default port), so a
+            // lockout verdict keyed by it cannot be dodged by re-spelling
+            // the URL in a reload.
+            u.as_str().trim_end_matches('/').to_owned()
         }
         Ok(_) => {
             p.add(key, format!("`{shown}` must be an http:// or https:// URL with a host"));
@@ -267,6 +271,33 @@ mod tests {
         assert_eq!(parse_size("1 MB"), Some(1_000_000));
         assert_eq!(parse_size("MiB"), None);
         assert_eq!(parse_size("3 parsecs"), None);
+    }
+
+    #[test]
+    fn urls_are_kept_in_one_spelling() {
+        for spelling in [
+            "HTTP://127.0.0.1:7002",
+            "http://0x7f.0.0.1:7002/",
+            "http://127.0.0.1:7002",
+            "Http://127.1:7002",
+        ] {
+            let mut p = Problems::default();
+            assert_eq!(
+                url(&mut p, "upstream.base_url", Some(spelling)),
+                "http://127.0.0.1:7002",
+                "{spelling}"
+            );
+        }
+        let mut p = Problems::default();
+        assert_eq!(
+            url(&mut p, "upstream.base_url", Some("https://Site-IRS.custhelp.com:443/")),
+            "https://site-irs.custhelp.com"
+        );
+        assert_eq!(
+            url(&mut p, "k", Some("http://gw.local:8000/oracle/")),
+            "http://gw.local:8000/oracle"
+        );
+        assert!(p.into_vec().is_empty());
     }
 
     #[test]

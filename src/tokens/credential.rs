@@ -177,6 +177,21 @@ fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_re_spelled_base_url_is_the_same_credential() {
+        use crate::config::sample::ConfigToml;
+        let f = Fingerprints::random();
+        let key = |base: &str| {
+            let config = ConfigToml::new(base).parse().expect("valid");
+            f.key(&Credential::of(&config, Identity::ApiUser).expect("api user"))
+        };
+        let plain = key("http://127.0.0.1:7002");
+        for spelling in ["HTTP://127.0.0.1:7002/", "http://0x7f.0.0.1:7002", "http://127.1:7002"] {
+            assert_eq!(key(spelling), plain, "{spelling}");
+        }
+        assert_ne!(key("http://127.0.0.2:7002"), plain);
+    }
+
     fn cred<'a>(base_url: &'a str, kind: &'static str, user: &'a str, password: &'a str) -> Credential<'a> {
         Credential {
             base_url,
