@@ -60,6 +60,26 @@ pub struct CacheConfig {
     pub command_timeout: Duration,
 }
 
+impl CacheConfig {
+    /// True when `other` names the same store, with the same credentials
+    /// and key (the fleet is built once per process: a change needs a
+    /// restart).
+    pub fn same_store(&self, other: &CacheConfig) -> bool {
+        let same_password = match (&self.password, &other.password) {
+            (Some(a), Some(b)) => a.same_value(b),
+            (None, None) => true,
+            _ => false,
+        };
+        self.redis_url == other.redis_url
+            && self.username == other.username
+            && same_password
+            && self.encryption_key.same_key(&other.encryption_key)
+            && self.key_prefix == other.key_prefix
+            && self.connect_timeout == other.connect_timeout
+            && self.command_timeout == other.command_timeout
+    }
+}
+
 /// A `redis://` or `rediss://` URL taken apart: scheme, host, port, db.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RedisUrl {
@@ -125,6 +145,12 @@ pub struct EncryptionKey {
 }
 
 impl EncryptionKey {
+    /// The same 32 bytes (in constant time).
+    pub fn same_key(&self, other: &EncryptionKey) -> bool {
+        use subtle::ConstantTimeEq as _;
+        bool::from(self.bytes.as_slice().ct_eq(other.bytes.as_slice()))
+    }
+
     /// Decodes `secret`: 64 hex characters, or base64 of 32 bytes.
     pub fn decode(secret: Secret) -> Result<Self, String> {
         let text = secret.expose().trim();

@@ -291,8 +291,15 @@ impl Config {
     /// restart: the listeners are bound, and the accept loop reads its
     /// settings, once.
     pub fn restart_needed(&self, new: &Config) -> Vec<&'static str> {
+        let cache_changed = match (&self.cache, &new.cache) {
+            (Some(a), Some(b)) => !a.same_store(b),
+            (None, None) => false,
+            _ => true,
+        };
         let (old, new) = (&self.server, &new.server);
         [
+            // The fleet's store is built once per process.
+            ("cache", cache_changed),
             ("server.listen", old.listen != new.listen),
             ("server.admin_listen", old.admin_listen != new.admin_listen),
             // Read once by the accept loop.
@@ -363,6 +370,24 @@ mod tests {
         assert_eq!(e.problems.len(), 1, "{e}");
         assert_eq!(e.problems[0].0, "(syntax)", "{e}");
         assert!(e.problems[0].1.ends_with("(line 2)"), "{e}");
+    }
+
+    #[test]
+    fn a_changed_cache_needs_a_restart() {
+        let key = "ab".repeat(32);
+        let with = |url: &str| {
+            ConfigToml::new("http://127.0.0.1:7002")
+                .cache("redis_url", url)
+                .cache("encryption_key", key.as_str())
+                .parse()
+                .expect("valid")
+        };
+        let plain = ConfigToml::new("http://127.0.0.1:7002").parse().expect("valid");
+        let a = with("redis://127.0.0.1:6390");
+        assert!(a.restart_needed(&with("redis://127.0.0.1:6390")).is_empty());
+        assert_eq!(a.restart_needed(&with("redis://127.0.0.1:6391")), vec!["cache"]);
+        assert_eq!(plain.restart_needed(&a), vec!["cache"]);
+        assert_eq!(a.restart_needed(&plain), vec!["cache"]);
     }
 
     #[test]
