@@ -71,6 +71,12 @@ impl Fleet {
         let event = FleetEvent::VerdictChanged {
             credential: credential.clone(),
         };
+        self.send_with_event(pipe, event).await
+    }
+
+    /// Runs `pipe` with a `PUBLISH` of `event` at its end, in one round
+    /// trip; false when Redis could not be used.
+    async fn send_with_event(&self, mut pipe: redis::Pipeline, event: FleetEvent) -> bool {
         pipe.cmd("PUBLISH")
             .arg(&self.inner.channel)
             .arg(event.encode(&self.inner.replica))
@@ -93,15 +99,7 @@ impl Fleet {
         let event = FleetEvent::Reset {
             credential: credential.clone(),
         };
-        pipe.cmd("PUBLISH")
-            .arg(&self.inner.channel)
-            .arg(event.encode(&self.inner.replica))
-            .ignore();
-        let done = self
-            .inner
-            .link
-            .run(|mut c| async move { pipe.query_async::<()>(&mut c).await });
-        done.await.is_some()
+        self.send_with_event(pipe, event).await
     }
 
     /// Claims the one session-error re-login of `credential` allowed per

@@ -14,7 +14,7 @@
 
 use std::fmt;
 
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 use super::identity::Identity;
 use crate::config::{Config, PrincipalKind};
@@ -154,23 +154,15 @@ fn published_with(salt: &[u8], c: &Credential<'_>) -> String {
     format!("v1:{}:{}", hex::encode(salt), hex::encode(c.mac(salt)))
 }
 
-/// HMAC-SHA256 (RFC 2104).
+/// HMAC-SHA256 (RFC 2104), by the RustCrypto `hmac` crate.
 fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    let mut block = [0u8; 64];
-    if key.len() > block.len() {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let inner = Sha256::new()
-        .chain_update(block.map(|b| b ^ 0x36))
-        .chain_update(message)
-        .finalize();
-    Sha256::new()
-        .chain_update(block.map(|b| b ^ 0x5c))
-        .chain_update(inner)
-        .finalize()
-        .into()
+    use hmac::{Hmac, Mac as _};
+    // HMAC takes a key of any length: this never fails.
+    let Ok(mut mac) = <Hmac<Sha256>>::new_from_slice(key) else {
+        return [0; 32];
+    };
+    mac.update(message);
+    mac.finalize().into_bytes().into()
 }
 
 #[cfg(test)]
