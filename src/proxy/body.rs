@@ -39,7 +39,16 @@ where
 
     /// True once the whole body is in `prefix`.
     pub fn is_whole(&self) -> bool {
-        self.rest.is_none()
+        self.rest.as_ref().is_none_or(|r| r.is_end_stream())
+    }
+
+    /// The whole body, when it is all in `prefix` (its connection is then
+    /// free); else the answer as it was.
+    pub fn into_whole(self) -> Result<Bytes, Self> {
+        match self.is_whole() {
+            true => Ok(self.prefix),
+            false => Err(self),
+        }
     }
 
     /// Reads on until `prefix` holds at least `limit` bytes or the body ends.
@@ -97,7 +106,11 @@ where
     pub fn into_body(self, idle: std::time::Duration) -> Body {
         Body::new(Prefixed {
             prefix: Some(self.prefix).filter(|p| !p.is_empty()),
-            rest: self.rest.map(|rest| IdleTimeout::new(rest, idle)),
+            // An ended rest is dropped here, freeing its connection now.
+            rest: self
+                .rest
+                .filter(|r| !r.is_end_stream())
+                .map(|rest| IdleTimeout::new(rest, idle)),
         })
     }
 }

@@ -36,7 +36,7 @@ use crate::config::{Config, PrincipalId};
 use crate::kmauthtoken::{self, CallerFields};
 use crate::metrics::Metrics;
 use crate::tokens::Credentials;
-use crate::upstream::links::{self, Links, Rewritten, Target};
+use crate::upstream::links::{self, Rewritten, Target};
 use crate::upstream::{self, Origin};
 
 /// A call ready to be sent (and sent again): everything but the tokens.
@@ -139,8 +139,11 @@ pub async fn send(
     let mut interaction_replayed = false;
     loop {
         let creds = live.tokens.credentials(principal).await?;
+        // The rarer awaits below are boxed: inline, their futures (a cache
+        // lookup that may start an interaction, a re-login) would make every
+        // call's future several KiB, copied whole each time a call starts.
         if let (Some(session), None) = (&call.session, &carried) {
-            carried = Some(session.carried(live, principal, call.caller_fields.as_ref()).await?);
+            carried = Some(Box::pin(session.carried(live, principal, call.caller_fields.as_ref())).await?);
         }
         let fields = carried.as_ref().map(|c| &c.fields).or(call.caller_fields.as_ref());
         let mut res = match exchange(live, metrics, call, &creds, fields, info).await? {
@@ -152,14 +155,14 @@ pub async fn send(
             Outcome::Answer(res) => res,
             // A second session error in a row reaches the caller.
             Outcome::SessionExpired(res) if info.replayed => res,
-            Outcome::SessionExpired(res) => match relogin(live, metrics, principal, &creds, info).await {
+            Outcome::SessionExpired(res) => match Box::pin(relogin(live, metrics, principal, &creds, info)).await {
                 true => continue,
                 // Within `min_relogin_interval` of the last re-login.
                 false => res,
             },
             // A second expired interaction reaches the caller too.
             Outcome::InteractionExpired(res) if interaction_replayed => res,
-            Outcome::InteractionExpired(res) => match forget_interaction(call, carried.take()).await {
+            Outcome::InteractionExpired(res) => match Box::pin(forget_interaction(call, carried.take())).await {
                 true => {
                     interaction_replayed = true;
                     continue;
@@ -168,9 +171,6 @@ pub async fn send(
             },
         };
         headers::strip_hop_by_hop(res.headers_mut());
-        if let Some(links) = &live.links {
-            rewrite_links(&mut res, links, call);
-        }
         return Ok(res);
     }
 }
@@ -206,26 +206,48 @@ async fn relogin(
     true
 }
 
-/// Links stay on the proxy: upstream URLs in `Location`,
-/// `Content-Location` and a JSON answer's strings point at kmproxy as the
-/// caller reached it. Answers with neither cost two header lookups.
-fn rewrite_links(res: &mut Response, links: &Arc<Links>, call: &Call<'_>) {
-    let headers = res.headers();
+/// The answer's body, its links pointing back at kmproxy (`Location`,
+/// `Content-Location` and a JSON answer's strings on an upstream origin,
+/// as the caller reached kmproxy). An answer with neither costs two header
+/// lookups and one look at the content type; a JSON answer that came whole
+/// with its head is rewritten at once, keeping an exact `Content-Length`,
+/// or passed on untouched when it names no upstream base.
+fn answer_body(head: &mut http::response::Parts, peeked: body::Peeked, live: &Live, call: &Call<'_>) -> Body {
+    let idle = live.config.upstream.timeout;
+    let Some(links) = &live.links else {
+        return peeked.into_body(idle);
+    };
+    let headers = &head.headers;
     let located = headers.contains_key(header::LOCATION) || headers.contains_key(header::CONTENT_LOCATION);
     let json = call.parts.method != http::Method::HEAD && links::is_plain_json(headers);
-    if !located && !json {
-        return;
-    }
-    let Some(host) = call.host() else { return };
-    let to = Target::at(host);
+    let host = match call.host() {
+        Some(host) if located || json => host,
+        _ => return peeked.into_body(idle),
+    };
     if located {
-        links.rewrite_headers(res.headers_mut(), &to);
+        links.rewrite_headers(&mut head.headers, &Target::at(host));
     }
-    if json {
-        // The length changes: the answer goes out chunked.
-        res.headers_mut().remove(header::CONTENT_LENGTH);
-        let body = std::mem::take(res.body_mut());
-        *res.body_mut() = Body::new(Rewritten::new(body, Arc::clone(links), to));
+    if !json {
+        return peeked.into_body(idle);
+    }
+    match peeked.into_whole() {
+        Ok(whole) => match links.rewrite_whole(&whole, host) {
+            None => Body::from(whole),
+            Some(rewritten) => {
+                head.headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(rewritten.len()));
+                Body::from(rewritten)
+            }
+        },
+        Err(peeked) => {
+            // The length changes: the answer goes out chunked.
+            head.headers.remove(header::CONTENT_LENGTH);
+            Body::new(Rewritten::new(
+                peeked.into_body(idle),
+                Arc::clone(links),
+                Target::at(host),
+            ))
+        }
     }
 }
 
@@ -251,7 +273,7 @@ async fn exchange(
         let head_after = sent.elapsed();
         metrics.upstream_seconds.observe(head_after.as_secs_f64());
         info.upstream = Some(info.upstream.unwrap_or_default() + head_after);
-        let (head, incoming) = res.into_parts();
+        let (mut head, incoming) = res.into_parts();
         let codes = &live.config.tokens.session_error_codes;
         let (expired, peeked) = body::examine(head.status, &head.headers, incoming, codes)
             .await
@@ -259,7 +281,8 @@ async fn exchange(
         // Only a call carrying a managed interaction looks for `OK-SEC0012`.
         let ended =
             !expired && call.session.is_some() && interactions::expired(head.status, &head.headers, &peeked.prefix);
-        let res = Response::from_parts(head, peeked.into_body(timeout));
+        let body = answer_body(&mut head, peeked, live, call);
+        let res = Response::from_parts(head, body);
         Ok::<_, upstream::Error>(match (expired, ended) {
             (true, _) => Outcome::SessionExpired(res),
             (false, true) => Outcome::InteractionExpired(res),

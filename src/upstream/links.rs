@@ -8,8 +8,10 @@
 //! JSON answers are rewritten as they stream: no answer is buffered whole.
 //! A URL split across two pieces of the body is still found, because the
 //! last few bytes of each piece (one needle's length) wait for the next.
-//! The rewritten body has a new length, so `Content-Length` goes and the
-//! answer is sent chunked. Compressed answers are left as they are (see
+//! An answer that came whole with its head (most do) is rewritten at once
+//! and keeps an exact `Content-Length`; one that names no upstream base is
+//! passed on untouched. A longer answer, rewritten as it streams, has a
+//! new length, so `Content-Length` goes and it is sent chunked. Compressed answers are left as they are (see
 //! the README: decoding and re-encoding every answer would cost far more
 //! than the links are worth to most apps, and a client asking for
 //! compression gets the upstream's bytes).
@@ -87,6 +89,14 @@ impl Links {
             })
             .collect();
         Self { bases }
+    }
+
+    /// A whole JSON answer with its links pointing at kmproxy at `host`;
+    /// `None` when it names no upstream base (the usual answer: one scan,
+    /// nothing built).
+    pub fn rewrite_whole(self: &Arc<Self>, body: &Bytes, host: &str) -> Option<Bytes> {
+        self.find(body, 0)?;
+        Some(Rewritten::new((), Arc::clone(self), Target::at(host)).process(body.clone(), true))
     }
 
     /// The longest needle, plus the one byte looked at after it.
@@ -315,6 +325,21 @@ mod tests {
         // Nothing to rewrite: the same bytes.
         let plain = br#"{"items":[],"hasMore":false}"#.to_vec();
         assert_eq!(rewrite(vec![plain.clone()]).await, plain);
+    }
+
+    #[tokio::test]
+    async fn a_whole_answer_is_rewritten_as_the_stream_would_be_or_left_alone() {
+        let whole = Bytes::from_static(ANSWER.as_bytes());
+        let at_once = links()
+            .rewrite_whole(&whole, "127.0.0.1:8080")
+            .expect("it names upstream bases");
+        assert_eq!(String::from_utf8_lossy(&at_once), REWRITTEN);
+        assert_eq!(at_once, rewrite(vec![ANSWER.into()]).await);
+        let plain = Bytes::from_static(br#"{"items":[],"title":"https://elsewhere.example/x"}"#);
+        assert!(
+            links().rewrite_whole(&plain, "127.0.0.1:8080").is_none(),
+            "nothing built"
+        );
     }
 
     #[test]
