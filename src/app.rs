@@ -98,6 +98,13 @@ impl Live {
     }
 }
 
+impl Live {
+    /// The upstream client (its connection pool).
+    pub fn upstream(&self) -> &HttpClient {
+        &self.client
+    }
+}
+
 impl App {
     /// Builds the shared state for `config`.
     pub fn new(config: Arc<Config>) -> Result<Arc<Self>, BuildError> {

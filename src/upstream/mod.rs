@@ -13,6 +13,7 @@
 pub mod error;
 pub mod links;
 pub mod pool;
+pub mod resume;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -186,6 +187,12 @@ impl HttpClient {
         }
     }
 
+    /// Idle connections still open, over every origin.
+    pub fn idle_connections(&self) -> usize {
+        let slots = self.inner.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        slots.iter().map(|(_, _, slot)| slot.open_idle()).sum()
+    }
+
     async fn connect(&self, origin: &Origin) -> Result<pool::Sender, Error> {
         let io = self
             .inner
@@ -236,11 +243,18 @@ pub fn client(cfg: &UpstreamConfig) -> Result<HttpClient, ClientError> {
             )));
         }
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| ClientError::Tls(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
+    // Room for a burst's worth of session tickets, and (where the upstream
+    // honours RFC 9149) more of them per handshake: see `resume`.
+    tls.resumption = rustls::client::Resumption::store(Arc::new(resume::Tickets::default()));
+    tls.send_ticket_request = Some(rustls::client::TicketRequest {
+        new_session_count: 8,
+        resumption_count: 2,
+    });
 
     let mut http = HttpConnector::new();
     http.enforce_http(false);

@@ -143,6 +143,12 @@ impl Slot {
         idle.retain(|c| self.fresh(c, now));
     }
 
+    /// Idle connections still open.
+    pub fn open_idle(&self) -> usize {
+        let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.iter().filter(|c| !c.sender.is_closed()).count()
+    }
+
     #[cfg(test)]
     fn idle_len(&self) -> usize {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner).len()
