@@ -125,6 +125,28 @@ async fn an_expired_interaction_is_replaced_and_the_call_replayed_once() {
 }
 
 #[tokio::test]
+async fn a_second_expired_interaction_in_a_row_reaches_the_caller_after_one_replay() {
+    let env = env().await;
+    assert_eq!(as_helpdesk(&env, &[(SESSION, "s1")]).await.status, StatusCode::OK);
+    env.simulator().expire_interactions();
+    env.simulator().set_interactions_die(true);
+    let a = as_helpdesk(&env, &[(SESSION, "s1")]).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{:?}", a.body);
+    assert_eq!(a.error_code(), "OK-SEC0012", "passed on as it came");
+    assert_eq!(
+        calls(&env).len(),
+        3,
+        "first call, the refused one, its one replay: no loop"
+    );
+    assert_eq!(starts(&env), 2, "one new interaction, not one per refusal");
+    // The upstream recovers: the next call starts afresh and is served.
+    env.simulator().set_interactions_die(false);
+    let a = as_helpdesk(&env, &[(SESSION, "s1")]).await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    env.stop().await;
+}
+
+#[tokio::test]
 async fn expired_tokens_and_interaction_cost_one_relogin_and_one_new_interaction() {
     let env = env().await;
     assert_eq!(as_helpdesk(&env, &[(SESSION, "s1")]).await.status, StatusCode::OK);

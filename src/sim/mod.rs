@@ -440,6 +440,12 @@ impl Simulator {
         self.shared.set_close_connections(on);
     }
 
+    /// Interactions end as soon as they start (or stop doing so): every
+    /// call carrying one is answered `OK-SEC0012`, even on a new one.
+    pub fn set_interactions_die(&self, on: bool) {
+        self.shared.set_interactions_die(on);
+    }
+
     /// How many API requests were received (not capped).
     pub fn request_count(&self) -> u64 {
         self.shared.request_count()

@@ -89,6 +89,8 @@ pub(crate) struct Shared {
     connections: AtomicU64,
     /// Answer every request with `Connection: close`.
     close_connections: AtomicBool,
+    /// Interactions end as they start: every id is refused (`OK-SEC0012`).
+    interactions_die: AtomicBool,
     /// How session errors are shaped: an index into `SessionShape::ALL`.
     session_error_shape: AtomicU8,
 }
@@ -100,6 +102,7 @@ impl Shared {
             inner: Mutex::new(Inner::default()),
             connections: AtomicU64::new(0),
             close_connections: AtomicBool::new(false),
+            interactions_die: AtomicBool::new(false),
             session_error_shape: AtomicU8::new(0),
         }
     }
@@ -128,6 +131,10 @@ impl Shared {
 
     pub(crate) fn close_connections(&self) -> bool {
         self.close_connections.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_interactions_die(&self, on: bool) {
+        self.interactions_die.store(on, Ordering::Relaxed);
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -183,7 +190,9 @@ impl Shared {
     /// Start a knowledge interaction and return its id (32 characters).
     pub(crate) fn start_interaction(&self) -> String {
         let id: String = rand::rng().sample_iter(Alphanumeric).take(32).map(char::from).collect();
-        self.lock().interactions.insert(id.clone(), Instant::now());
+        if !self.interactions_die.load(Ordering::Relaxed) {
+            self.lock().interactions.insert(id.clone(), Instant::now());
+        }
         id
     }
 
@@ -398,6 +407,7 @@ impl Shared {
         inner.servlet_paths = false;
         inner.bearer_session_errors = false;
         self.set_close_connections(false);
+        self.set_interactions_die(false);
         self.set_session_error_shape(SessionShape::ByApi);
     }
 }
