@@ -240,6 +240,17 @@ def cmd_kmconfig(a):
         lines.append("act_as = [" + ", ".join(toml_str(n) for n in names) + "]")
         for n in names:
             lines += ["", "[[principals]]", f"name = {toml_str(n)}", 'kind = "account"', f'user = "user-{n}"', 'password = "Password1"']
+    if a.cache_url:
+        # Fleet mode. Timeouts well above the defaults: bench/profile runs
+        # kmproxy under valgrind, tens of times slower.
+        lines += [
+            "",
+            "[cache]",
+            f"redis_url = {toml_str(a.cache_url)}",
+            f"encryption_key = {toml_str(a.cache_key)}",
+            'connect_timeout = "5s"',
+            'command_timeout = "2s"',
+        ]
     with open(a.out, "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -764,6 +775,8 @@ def main():
     p.add_argument("--principals", type=int, default=0, help="extra account principals p0..pN-1 the caller may act as")
     p.add_argument("--max-in-flight", type=int, default=0)
     p.add_argument("--max-connections", type=int, default=0)
+    p.add_argument("--cache-url", default="", help="adds [cache] (fleet mode) on this redis:// URL")
+    p.add_argument("--cache-key", default="11" * 32, help="the [cache] encryption_key (64 hex digits)")
     p.set_defaults(f=cmd_kmconfig)
     p = sub.add_parser("wait")
     p.add_argument("url")

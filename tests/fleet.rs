@@ -325,25 +325,161 @@ async fn a_wrong_password_on_four_replicas_is_tried_once_and_a_reset_allows_one_
     .await;
     assert!(code.is_success(), "{code}");
     // Every replica hears of the reset (within 2 s).
-    let deadline = Instant::now() + Duration::from_secs(2);
     for r in &f.replicas {
-        loop {
-            let s = status(&f.http, r).await;
-            let agent = s["principals"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|p| p["name"] == "agent")
-                .cloned();
-            if agent.unwrap()["gate"]["parked"].is_null() {
-                break;
-            }
-            assert!(Instant::now() < deadline, "not un-parked within 2 s: {s}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        agent_parked_becomes(&f.http, r, false, Duration::from_secs(2)).await;
     }
     parked_everywhere(&burst(&f, 40, &[AGENT]).await);
     assert_eq!(rejected(&f), 2, "exactly one more attempt after the reset");
+    f.stop().await;
+}
+
+/// Whether `r`'s `/status` shows the agent's login parked.
+async fn agent_parked(http: &Http, r: &Replica) -> bool {
+    let s = status(http, r).await;
+    let principals = s["principals"].as_array().unwrap();
+    let agent = principals.iter().find(|p| p["name"] == "agent").unwrap();
+    assert_eq!(agent["kind"], "account", "{s}");
+    !agent["parked"].is_null()
+}
+
+/// Polls `r`'s `/status` until the agent is `parked` (or not); fails after `within`.
+async fn agent_parked_becomes(http: &Http, r: &Replica, parked: bool, within: Duration) {
+    let deadline = Instant::now() + within;
+    while agent_parked(http, r).await != parked {
+        assert!(
+            Instant::now() < deadline,
+            "agent parked still {} after {within:?}: {}",
+            !parked,
+            status(http, r).await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// ACL users for the missed-reset test: one per replica's link to cut.
+const USER_A: &str = "kmproxy-a on >pw-a ~kmtest:* &kmtest:* +@all";
+const USER_B: &str = "kmproxy-b on >pw-b ~kmtest:* &kmtest:* +@all";
+
+fn acl_login(user: &str) -> String {
+    format!("username = \"{user}\"\npassword = \"pw-{}\"", &user[user.len() - 1..])
+}
+
+/// Runs an admin command (`ACL SETUSER …`, `CLIENT KILL …`) on the test's own connection.
+async fn admin(url: &str, args: &[&str]) {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    let _: redis::Value = cmd.query_async(&mut raw(url).await).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_said_while_a_replica_is_away_from_redis_reaches_it_when_it_rejoins_and_it_tries_once() {
+    let Some(redis) = RedisServer::with_users(&[USER_A, USER_B]) else {
+        return;
+    };
+    let (url, sim) = (redis.admin_url(), Simulator::spawn(SimConfig::default()).await.unwrap());
+    let a = acl_login("kmproxy-a");
+    let mut replicas = Vec::new();
+    for login in [&a, &a, &acl_login("kmproxy-b")] {
+        replicas.push(Replica::start(&sim, &redis.url(), KEY_A, login, wrong_agent_password).await);
+    }
+    for r in &replicas {
+        r.cache_becomes(Duration::from_secs(5), |s| *s == CacheState::Ok).await;
+    }
+    let f = Fleet {
+        sim,
+        redis: Mutex::new(redis),
+        url,
+        replicas,
+        http: Client::builder(TokioExecutor::new()).build_http(),
+    };
+    let rejected = |f: &Fleet| logins(f.sim(), LoginKind::Account, Some("okcsuser"), LoginOutcome::Rejected);
+    let parked_answers = |answers: Vec<(StatusCode, Bytes)>| {
+        assert!(
+            answers.iter().all(|(c, _)| *c == StatusCode::BAD_GATEWAY),
+            "{answers:?}"
+        );
+    };
+    parked_answers(burst(&f, 30, &[AGENT]).await);
+    assert_eq!(rejected(&f), 1);
+    let (left, away) = (&f.replicas[..2], &f.replicas[2]);
+
+    // Replica 2 loses Redis: its ACL user is switched off and its connection killed.
+    admin(&f.url, &["ACL", "SETUSER", "kmproxy-b", "off"]).await;
+    admin(&f.url, &["CLIENT", "KILL", "USER", "kmproxy-b"]).await;
+    away.cache_becomes(Duration::from_secs(5), |s| *s != CacheState::Ok)
+        .await;
+
+    // The reset, on replica 0: replica 1 hears it; replica 2 cannot.
+    let (code, _) = send(
+        &f.http,
+        left[0].admin,
+        Method::POST,
+        "/principals/agent/reset",
+        &[("x-kmproxy-admin", "1")],
+    )
+    .await;
+    assert!(code.is_success(), "{code}");
+    for r in left {
+        agent_parked_becomes(&f.http, r, false, Duration::from_secs(2)).await;
+    }
+    assert!(agent_parked(&f.http, away).await, "the event never reached it");
+    parked_answers(join_all((0..5).map(|_| call(&f, 2, AGENT))).await);
+    assert_eq!(rejected(&f), 1, "still parked while away: no attempt");
+
+    // Back: it rejoins, reads the verdict and the reset's marker, un-parks.
+    admin(&f.url, &["ACL", "SETUSER", "kmproxy-b", "on"]).await;
+    away.cache_becomes(Duration::from_secs(10), |s| *s == CacheState::Ok)
+        .await;
+    agent_parked_becomes(&f.http, away, false, Duration::from_secs(5)).await;
+    parked_answers(join_all((0..10).map(|_| call(&f, 2, AGENT))).await);
+    assert_eq!(
+        rejected(&f),
+        2,
+        "exactly one more attempt, on the replica that rejoined"
+    );
+    // Its rejection is the fleet's again: nobody tries a third time.
+    parked_answers(burst(&f, 30, &[AGENT]).await);
+    assert_eq!(rejected(&f), 2);
+    for r in &f.replicas {
+        assert!(agent_parked(&f.http, r).await);
+    }
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restarted_empty_gets_the_replicas_parks_back_and_a_new_replica_does_not_try() {
+    let Some(mut f) = Fleet::start(3, wrong_agent_password).await else {
+        return;
+    };
+    let rejected = |f: &Fleet| logins(f.sim(), LoginKind::Account, Some("okcsuser"), LoginOutcome::Rejected);
+    burst(&f, 30, &[AGENT]).await;
+    assert_eq!(rejected(&f), 1);
+    f.redis.lock().unwrap().restart();
+    for r in &f.replicas {
+        r.cache_becomes(Duration::from_secs(10), |s| *s == CacheState::Ok).await;
+    }
+    // Parked on every replica still (the empty Redis is no reset), and written back.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while keys(&f.url, "verdict:*").await.is_empty() {
+        assert!(Instant::now() < deadline, "no park written back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for r in &f.replicas {
+        assert!(agent_parked(&f.http, r).await);
+    }
+    f.replicas
+        .push(Replica::start(&f.sim, &f.url, KEY_A, "", wrong_agent_password).await);
+    f.replicas[3]
+        .cache_becomes(Duration::from_secs(5), |s| *s == CacheState::Ok)
+        .await;
+    let answers = burst(&f, 40, &[AGENT]).await;
+    assert!(
+        answers.iter().all(|(c, _)| *c == StatusCode::BAD_GATEWAY),
+        "{answers:?}"
+    );
+    assert_eq!(rejected(&f), 1, "the new replica met the written-back park");
     f.stop().await;
 }
 

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::Engine as _;
 use kmproxy::config::sample::{file, ConfigToml};
 use kmproxy::config::CacheConfig;
-use kmproxy::fleet::{CacheState, DegradedReason, Fingerprint, Fleet, FleetEvent, LeaseOutcome, SharedToken, Verdict};
+use kmproxy::fleet::{
+    CacheState, DegradedReason, Fingerprint, Fleet, FleetEvent, LeaseOutcome, SharedToken, Verdict, VerdictRecord,
+};
 use redis::AsyncCommands as _;
 use redis_server::RedisServer;
 use secrecy::{ExposeSecret, SecretString};
@@ -437,14 +439,33 @@ async fn verdicts_and_resets_are_shared_and_relogins_are_claimed_once_per_interv
         Some(false),
         "one per interval, fleet-wide"
     );
-    assert!(a.clear_verdict(&credential).await);
+    let id = a.clear_verdict(&credential).await.expect("reset written");
     assert_eq!(
         event(&mut events, |_| true).await,
         FleetEvent::Reset {
-            credential: credential.clone()
+            credential: credential.clone(),
+            id: Some(id),
         }
     );
     assert_eq!(b.get_verdict(&credential).await, None);
+    assert_eq!(
+        b.read_verdict(&credential).await,
+        Some(VerdictRecord {
+            verdict: None,
+            reset: Some(id)
+        }),
+        "the reset leaves its marker, for replicas that did not hear it"
+    );
+    let pttl: i64 = raw(&redis.url())
+        .await
+        .pttl(format!("kmproxy:reset:{credential}"))
+        .await
+        .unwrap();
+    let week = kmproxy::fleet::RESET_MARKER_TTL.as_millis() as i64;
+    assert!(
+        (week - 60_000..=week).contains(&pttl),
+        "the marker lives a week: {pttl} ms"
+    );
     assert_eq!(
         b.claim_relogin(&credential, interval).await,
         Some(true),
@@ -458,7 +479,7 @@ type Op<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + 'a>>;
 /// Every operation, each timed: none may take much past `limit`.
 async fn every_operation_returns_within(f: &Fleet, key: &Fingerprint, limit: Duration) {
     let t = token("t", Duration::from_secs(60));
-    let ops: [(&str, Op<'_>); 8] = [
+    let ops: [(&str, Op<'_>); 10] = [
         ("get_token", Box::pin(async { f.get_token(key).await.is_none() })),
         (
             "put_token",
@@ -474,6 +495,11 @@ async fn every_operation_returns_within(f: &Fleet, key: &Fingerprint, limit: Dur
             Box::pin(async { f.wait_for_token(key, Duration::from_secs(5)).await.is_none() }),
         ),
         ("get_verdict", Box::pin(async { f.get_verdict(key).await.is_none() })),
+        ("read_verdict", Box::pin(async { f.read_verdict(key).await.is_none() })),
+        (
+            "clear_verdict",
+            Box::pin(async { f.clear_verdict(key).await.is_none() }),
+        ),
         (
             "put_verdict",
             Box::pin(async { !f.put_verdict(key, &Verdict::default(), None).await }),

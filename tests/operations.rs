@@ -4,11 +4,9 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod kmproxy_process;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,15 +17,23 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use kmproxy::config::sample::{env, file, ConfigToml};
 use kmproxy::sim::{LoginKind, LoginOutcome, SimConfig, SimHandle, Simulator};
+use kmproxy_process::KmproxyProcess;
 
-/// A kmproxy process and everything it wrote to stderr.
-struct Proc {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    proxy: SocketAddr,
-    admin: SocketAddr,
-    config: std::path::PathBuf,
-    _dir: tempfile::TempDir,
+/// A kmproxy process (see `kmproxy_process`) with this file's config: the
+/// agent's password in a file beside it, the API user's in the environment.
+struct Proc(KmproxyProcess);
+
+impl std::ops::Deref for Proc {
+    type Target = KmproxyProcess;
+    fn deref(&self) -> &KmproxyProcess {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut KmproxyProcess {
+        &mut self.0
+    }
 }
 
 fn config_text(sim_url: &str, agent_password_file: &str) -> String {
@@ -51,63 +57,14 @@ impl Proc {
     }
 
     async fn start_env(sim: &SimHandle, args: &[&str], env: &[(&str, &str)]) -> Proc {
-        let dir = tempfile::tempdir().unwrap();
-        let pw = dir.path().join("agent.pw");
-        std::fs::write(&pw, "Password1\n").unwrap();
-        let config = dir.path().join("kmproxy.toml");
-        std::fs::write(&config, config_text(&sim.base_url(), &pw.to_string_lossy())).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kmproxy"))
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .env("KMPROXY_TEST_API_PW", "apipass1")
-            .env("RUST_LOG", "trace")
-            .envs(env.iter().copied())
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let find = |what: &str| -> Option<SocketAddr> {
-            let lines = lines.lock().unwrap();
-            let line = lines.iter().find(|l| l.contains(what))?;
-            let at = line.find("127.0.0.1:")?;
-            let addr: String = line[at..]
-                .chars()
-                .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-                .collect();
-            addr.parse().ok()
+        let write = |dir: &std::path::Path| {
+            let pw = dir.join("agent.pw");
+            std::fs::write(&pw, "Password1\n").unwrap();
+            config_text(&sim.base_url(), &pw.to_string_lossy())
         };
-        assert!(
-            eventually(Duration::from_secs(10), || find("kmproxy listening").is_some()).await,
-            "kmproxy did not start: {:?}",
-            lines.lock().unwrap()
-        );
-        let proxy = find("kmproxy listening").unwrap();
-        let admin = find("admin listening").unwrap();
-        Proc {
-            child,
-            lines,
-            proxy,
-            admin,
-            config,
-            _dir: dir,
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        let mut vars = vec![("KMPROXY_TEST_API_PW", "apipass1"), ("RUST_LOG", "trace")];
+        vars.extend_from_slice(env);
+        Proc(KmproxyProcess::start(write, args, &vars).await)
     }
 
     /// Sends SIGHUP and waits for the `nth` successful reload.
@@ -130,28 +87,6 @@ impl Proc {
         )
         .await;
         (s, body)
-    }
-
-    fn log(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-
-    async fn wait_exit(&mut self, within: Duration) -> Option<i32> {
-        let end = std::time::Instant::now() + within;
-        while std::time::Instant::now() < end {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        None
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

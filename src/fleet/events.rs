@@ -1,5 +1,6 @@
 //! What replicas tell each other: one pub/sub channel, `{prefix}events`,
-//! carrying short text messages `{replica} {kind} {fingerprint} [{id}]`.
+//! carrying short text messages `{replica} {kind} {fingerprint} [{id}]`
+//! (`invalidated` carries the token's id, `reset` the reset's).
 //! They name only fingerprints and random ids, never a token or a name.
 //! Messages a replica sent itself are not handed back to it.
 //!
@@ -26,8 +27,9 @@ pub enum FleetEvent {
     LeaseReleased { key: Fingerprint },
     /// The verdict of `credential` changed (parked, backoff, relogin time).
     VerdictChanged { credential: Fingerprint },
-    /// An operator reset `credential`: un-park it locally.
-    Reset { credential: Fingerprint },
+    /// An operator reset `credential`: un-park it locally. `id` names the
+    /// reset (its marker in Redis); `None` from a replica that sends none.
+    Reset { credential: Fingerprint, id: Option<u64> },
     /// This replica's connection came (back) up; events may have been missed.
     Rejoined,
 }
@@ -40,7 +42,11 @@ impl FleetEvent {
             FleetEvent::TokenStored { key } => format!("{replica} stored {key}"),
             FleetEvent::LeaseReleased { key } => format!("{replica} released {key}"),
             FleetEvent::VerdictChanged { credential } => format!("{replica} verdict {credential}"),
-            FleetEvent::Reset { credential } => format!("{replica} reset {credential}"),
+            FleetEvent::Reset { credential, id: None } => format!("{replica} reset {credential}"),
+            FleetEvent::Reset {
+                credential,
+                id: Some(id),
+            } => format!("{replica} reset {credential} {id}"),
             FleetEvent::Rejoined => format!("{replica} rejoined"),
         }
     }
@@ -58,7 +64,10 @@ impl FleetEvent {
             ("stored", Some(key)) => FleetEvent::TokenStored { key },
             ("released", Some(key)) => FleetEvent::LeaseReleased { key },
             ("verdict", Some(credential)) => FleetEvent::VerdictChanged { credential },
-            ("reset", Some(credential)) => FleetEvent::Reset { credential },
+            ("reset", Some(credential)) => FleetEvent::Reset {
+                credential,
+                id: words.next().and_then(|w| w.parse().ok()),
+            },
             _ => return None,
         };
         Some((from, event))
@@ -121,7 +130,14 @@ mod tests {
             FleetEvent::VerdictChanged {
                 credential: key.clone(),
             },
-            FleetEvent::Reset { credential: key },
+            FleetEvent::Reset {
+                credential: key.clone(),
+                id: Some(7),
+            },
+            FleetEvent::Reset {
+                credential: key,
+                id: None,
+            },
         ] {
             let text = e.encode("r1");
             assert_eq!(FleetEvent::decode(&text), Some(("r1", e)), "{text}");

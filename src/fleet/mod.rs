@@ -20,7 +20,8 @@
 //! | `{prefix}token:{fp}` | sealed token (value, id, issued, expires) | ≤ the token's remaining life |
 //! | `{prefix}lease:{fp}` | owner: `{replica}:{n}`, plain | the lease ttl, renewed every ttl/3 |
 //! | `{prefix}verdict:{fp}` | sealed [`Verdict`] | optional |
-//! | `{prefix}relogin:{fp}` | the replica that claimed it | `min_relogin_interval` |
+//! | `{prefix}reset:{fp}` | the last reset's random id, plain | 7 days ([`RESET_MARKER_TTL`]) |
+//! | `{prefix}relogin:{fp}` | the replica that claimed it, or the failed token's id | `min_relogin_interval` |
 //! | `{prefix}events` | pub/sub channel of [`FleetEvent`]s | — |
 //!
 //! Sealed values are AES-256-GCM with the full key name as associated data
@@ -38,6 +39,7 @@
 //! | a command refused (`NOPERM`, `OOM` …) | `Redis refused a command: …` until a command succeeds | that one is a miss |
 //! | no permission to subscribe | Ok, logged | waiting polls every 250 ms |
 //! | a value that does not open | Ok, logged | a miss; the next login overwrites it |
+//! | a reset said while a replica was away | that replica: degraded, then Ok | on rejoining it reads the verdict and the reset marker: un-parks (see `verdicts`) |
 //!
 //! A write that timed out may still be applied once a stopped Redis wakes:
 //! harmless for tokens and verdicts; a lease taken that way is held by no
@@ -96,7 +98,7 @@ pub use events::FleetEvent;
 pub use lease::{Lease, LeaseOutcome};
 pub use link::{CacheState, DegradedReason};
 pub use tokens::SharedToken;
-pub use verdicts::{ReloginClaim, Verdict};
+pub use verdicts::{ReloginClaim, Verdict, VerdictRecord, RESET_MARKER_TTL};
 
 use crate::config::CacheConfig;
 use crate::metrics::Metrics;

@@ -1,6 +1,12 @@
 //! Shared lockout verdicts, one per credential fingerprint, sealed like
-//! tokens (a parked reason may hold the upstream's text); and the claim
-//! that makes `min_relogin_interval` fleet-wide.
+//! tokens (a parked reason may hold the upstream's text); the marker each
+//! reset leaves; and the claim that makes `min_relogin_interval` fleet-wide.
+//!
+//! A reset deletes the verdict and tells every replica (pub/sub), and it
+//! also leaves `{prefix}reset:{fp}` = a random id, so a replica that was
+//! away from Redis when it was said can tell, on rejoining, a verdict the
+//! fleet dropped by a reset (a marker it has not seen: un-park) from one
+//! Redis lost (no new marker: write its park back). See `Gate::sync`.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -9,6 +15,10 @@ use redis::Script;
 use serde::{Deserialize, Serialize};
 
 use super::{Fingerprint, Fleet, FleetEvent};
+
+/// How long a reset's marker stays: a replica away from Redis for longer
+/// than this writes its park back instead of hearing of the reset.
+pub const RESET_MARKER_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// `SET NX PX` the claim with `ARGV[1]`; 1 if taken now, 2 if it already
 /// holds `ARGV[1]`, 0 if it holds another value.
@@ -46,13 +56,36 @@ pub struct Verdict {
     pub last_session_relogin_ms: Option<u64>,
 }
 
+/// What the fleet holds of one credential, read in one round trip.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerdictRecord {
+    /// Its verdict; `None` when absent or it does not open.
+    pub verdict: Option<Verdict>,
+    /// The id of its last reset, while the marker lives.
+    pub reset: Option<u64>,
+}
+
 impl Fleet {
     /// The shared verdict of `credential`; `None` when there is none, or it
     /// cannot be read (then the replica's own verdict stands alone).
     pub async fn get_verdict(&self, credential: &Fingerprint) -> Option<Verdict> {
-        let name = self.key("verdict", credential);
-        let raw = self.get_raw(&name).await?;
-        self.open(&name, &raw)
+        self.read_verdict(credential).await?.verdict
+    }
+
+    /// The verdict of `credential` and its reset marker (`MGET`); `None`
+    /// only when Redis cannot be used, so "absent" is told from "unknown".
+    pub async fn read_verdict(&self, credential: &Fingerprint) -> Option<VerdictRecord> {
+        let (verdict, reset) = (self.key("verdict", credential), self.key("reset", credential));
+        let mget = redis::cmd("MGET").arg(&verdict).arg(&reset).clone();
+        let read = self
+            .inner
+            .link
+            .run(|mut c| async move { mget.query_async::<(Option<Vec<u8>>, Option<String>)>(&mut c).await });
+        let (raw, marker) = read.await?;
+        Some(VerdictRecord {
+            verdict: raw.and_then(|raw| self.open(&verdict, &raw)),
+            reset: marker.and_then(|m| m.parse().ok()),
+        })
     }
 
     /// Stores the verdict of `credential` (expiring after `ttl`, if given)
@@ -89,17 +122,28 @@ impl Fleet {
     }
 
     /// An operator's reset: drops the verdict of `credential` (and its
-    /// relogin claim) and tells every replica to un-park it.
-    pub async fn clear_verdict(&self, credential: &Fingerprint) -> bool {
+    /// relogin claim), leaves a fresh reset marker and tells every replica
+    /// to un-park it, in one transaction. Returns the reset's id, or `None`
+    /// when Redis could not be used (the reset is then this replica's alone).
+    pub async fn clear_verdict(&self, credential: &Fingerprint) -> Option<u64> {
+        let id = rand::random::<u64>();
         let mut pipe = redis::pipe();
+        pipe.atomic();
         pipe.cmd("DEL")
             .arg(self.key("verdict", credential))
             .arg(self.key("relogin", credential))
             .ignore();
+        pipe.cmd("SET")
+            .arg(self.key("reset", credential))
+            .arg(id.to_string())
+            .arg("PX")
+            .arg(RESET_MARKER_TTL.as_millis() as u64)
+            .ignore();
         let event = FleetEvent::Reset {
             credential: credential.clone(),
+            id: Some(id),
         };
-        self.send_with_event(pipe, event).await
+        self.send_with_event(pipe, event).await.then_some(id)
     }
 
     /// Claims the one session-error re-login of `credential` allowed per

@@ -46,7 +46,10 @@
 //!   next holder sees a rejection or an unanswered attempt), resets
 //!   published to every replica; [`login_status`](LocalStore::login_status),
 //!   [`is_parked`](LocalStore::is_parked) and [`Verdicts::parked`] report
-//!   the local view.
+//!   the local view. [`sync`](LocalStore::sync) takes the fleet's view in
+//!   (as built: parks, backoffs, and a reset missed while away from Redis,
+//!   told by the reset's marker; [`saw_reset`](LocalStore::saw_reset) and
+//!   [`park_shared`](LocalStore::park_shared) record what the fleet knows).
 //!
 //! # Verdict keys
 //!
@@ -70,7 +73,7 @@ use moka::ops::compute::{CompResult, Op};
 use moka::Expiry;
 
 use super::credential::{Credential, CredentialKey, Fingerprints};
-use super::gate::{Closed, Gate, GateStatus};
+use super::gate::{Closed, FleetView, Gate, GateStatus, Synced};
 use super::identity::Identity;
 use super::{Token, TokenError};
 
@@ -364,12 +367,19 @@ impl LocalStore {
         self.verdicts.get(&key).gate.status(now)
     }
 
-    /// Takes in the fleet's verdict under `key` (see [`Gate::adopt`]).
-    pub fn adopt(&self, key: VerdictKey, parked: Option<String>, unanswered: u32, retry_in: Option<Duration>) -> bool {
-        self.verdicts
-            .get(&key)
-            .gate
-            .adopt(parked, unanswered, retry_in, Instant::now())
+    /// Takes in the fleet's view of `key` (see [`Gate::sync`]).
+    pub fn sync(&self, key: VerdictKey, fleet: FleetView) -> Synced {
+        self.verdicts.get(&key).gate.sync(fleet, Instant::now())
+    }
+
+    /// The park of `key` (if any) is now one the fleet holds.
+    pub fn park_shared(&self, key: VerdictKey) {
+        self.verdicts.get(&key).gate.park_shared();
+    }
+
+    /// `key` was reset fleet-wide under `id`.
+    pub fn saw_reset(&self, key: VerdictKey, id: u64) {
+        self.verdicts.get(&key).gate.saw_reset(id);
     }
 
     /// Whether `key` is parked.

@@ -8,8 +8,12 @@
 //! them in a row the credential parks as "outcome unknown". A transient
 //! failure backs off exponentially (1 s doubling up to 5 min, with jitter),
 //! and never less than the upstream's `Retry-After`. The gate also spaces
-//! session-error re-logins (`min_relogin_interval`). The state sits behind
-//! a `std` mutex that is never held across an await.
+//! session-error re-logins (`min_relogin_interval`). In fleet mode it also
+//! remembers what it knows of the fleet's verdict (whether its park is one
+//! the fleet holds, and the last reset it heard of), so a replica that
+//! missed a reset while away from Redis can tell it from a Redis that lost
+//! its data ([`Gate::sync`]). The state sits behind a `std` mutex that is
+//! never held across an await.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -64,9 +68,52 @@ struct State {
     failed: u64,
     last_error: Option<String>,
     last_login: Option<SystemTime>,
+    /// Fleet mode: the park is one the fleet holds (taken from it, or
+    /// written to it), not only this replica's.
+    park_shared: bool,
+    /// Fleet mode: the id of the last reset of this credential this
+    /// replica heard of or read.
+    reset_seen: Option<u64>,
+}
+
+/// What the fleet holds of one credential, as a replica read it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetView {
+    /// Parked fleet-wide, and why.
+    pub parked: Option<String>,
+    pub unanswered: u32,
+    /// The fleet's backoff, from now.
+    pub retry_in: Option<Duration>,
+    /// The id of the last reset (its marker in Redis), if it is still there.
+    pub reset: Option<u64>,
+}
+
+/// What taking in the fleet's view did to a gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synced {
+    /// Nothing worth saying (at most a backoff or a count closed it further).
+    Quiet,
+    /// Parked now, by the fleet's park.
+    Parked,
+    /// Un-parked: the fleet held this park, holds it no longer, and was
+    /// reset since (a reset this replica missed while away from Redis).
+    Unparked,
+    /// Parked here while the fleet holds no park and no reset this replica
+    /// has not seen: the fleet never heard of it (parked while Redis was
+    /// unreachable) or lost it (Redis restarted empty). Write it back.
+    Unshared,
 }
 
 impl State {
+    /// Un-parked, no backoff, no failures counted.
+    fn clear(&mut self) {
+        self.parked = None;
+        self.park_shared = false;
+        self.retry_at = None;
+        self.failures = 0;
+        self.unanswered = 0;
+    }
+
     fn fail(&mut self, reason: String, now: Instant, at_least: Duration) -> Duration {
         self.failed += 1;
         self.failures = self.failures.saturating_add(1);
@@ -119,6 +166,7 @@ impl Gate {
         s.rejected += 1;
         s.last_error = Some(reason.clone());
         s.parked = Some(reason);
+        s.park_shared = false;
     }
 
     /// Records a transient failure; returns the backoff now in force: the
@@ -143,6 +191,7 @@ impl Gate {
             s.unanswered
         );
         s.parked = Some(parked.clone());
+        s.park_shared = false;
         Err(parked)
     }
 
@@ -159,32 +208,56 @@ impl Gate {
         }
     }
 
-    /// Takes in what the fleet knows of this credential (fleet mode): a
-    /// park, unanswered logins and a backoff recorded by another replica.
-    /// Only ever closes the gate further; returns whether it parked it now.
-    pub fn adopt(&self, parked: Option<String>, unanswered: u32, retry_in: Option<Duration>, now: Instant) -> bool {
+    /// Takes in what the fleet holds of this credential (fleet mode). Its
+    /// park, unanswered logins and backoff only ever close the gate further,
+    /// with one exception: a park the fleet held and holds no longer, while
+    /// its reset marker is one this gate has not seen, was reset while this
+    /// replica was not listening, and opens (as the reset would have).
+    pub fn sync(&self, fleet: FleetView, now: Instant) -> Synced {
         let mut s = self.lock();
-        s.unanswered = s.unanswered.max(unanswered);
-        if let Some(at) = retry_in.and_then(|d| now.checked_add(d)) {
-            s.retry_at = Some(s.retry_at.map_or(at, |r| r.max(at)));
+        let missed_reset = fleet.reset.is_some() && fleet.reset != s.reset_seen;
+        if fleet.reset.is_some() {
+            s.reset_seen = fleet.reset;
         }
-        match parked {
-            Some(reason) if s.parked.is_none() => {
+        let synced = match (fleet.parked, s.parked.is_some()) {
+            (Some(reason), false) => {
                 s.last_error = Some(reason.clone());
                 s.parked = Some(reason);
-                true
+                s.park_shared = true;
+                Synced::Parked
             }
-            _ => false,
+            (Some(_), true) => {
+                s.park_shared = true;
+                Synced::Quiet
+            }
+            (None, false) => Synced::Quiet,
+            (None, true) if s.park_shared && missed_reset => {
+                s.clear();
+                Synced::Unparked
+            }
+            (None, true) => Synced::Unshared,
+        };
+        s.unanswered = s.unanswered.max(fleet.unanswered);
+        if let Some(at) = fleet.retry_in.and_then(|d| now.checked_add(d)) {
+            s.retry_at = Some(s.retry_at.map_or(at, |r| r.max(at)));
         }
+        synced
+    }
+
+    /// The park (if any) is now one the fleet holds: this replica wrote it.
+    pub fn park_shared(&self) {
+        let mut s = self.lock();
+        s.park_shared = s.parked.is_some();
+    }
+
+    /// The fleet was reset under `id` (this replica's reset, or one it heard of).
+    pub fn saw_reset(&self, id: u64) {
+        self.lock().reset_seen = Some(id);
     }
 
     /// Un-parks and clears any backoff (operator reset, or a new secret).
     pub fn reset(&self) {
-        let mut s = self.lock();
-        s.parked = None;
-        s.retry_at = None;
-        s.failures = 0;
-        s.unanswered = 0;
+        self.lock().clear();
     }
 
     /// True while parked.
@@ -286,18 +359,72 @@ mod tests {
         );
     }
 
+    fn parked(reason: &str) -> FleetView {
+        FleetView {
+            parked: Some(reason.into()),
+            ..FleetView::default()
+        }
+    }
+
     #[test]
-    fn adopting_the_fleets_verdict_only_closes() {
+    fn the_fleets_verdict_only_closes_without_a_reset() {
         let g = Gate::default();
         let now = Instant::now();
-        assert!(!g.adopt(None, 2, Some(Duration::from_secs(5)), now));
+        let backoff = FleetView {
+            unanswered: 2,
+            retry_in: Some(Duration::from_secs(5)),
+            ..FleetView::default()
+        };
+        assert_eq!(g.sync(backoff, now), Synced::Quiet);
         assert!(matches!(g.check(now), Err(Closed::Backoff(_))));
         assert_eq!(g.status(now).unanswered_logins, 2);
-        assert!(!g.adopt(None, 0, None, now), "nothing reopens it");
+        assert_eq!(g.sync(FleetView::default(), now), Synced::Quiet, "nothing reopens it");
         assert_eq!(g.status(now).unanswered_logins, 2);
-        assert!(g.adopt(Some("rejected: 401".into()), 0, None, now));
+        assert_eq!(g.sync(parked("rejected: 401"), now), Synced::Parked);
         assert_eq!(g.check(now), Err(Closed::Parked("rejected: 401".into())));
-        assert!(!g.adopt(Some("again".into()), 0, None, now), "parked once");
+        assert_eq!(g.sync(parked("again"), now), Synced::Quiet, "parked once");
+        assert_eq!(
+            g.sync(FleetView::default(), now),
+            Synced::Unshared,
+            "a park the fleet lost is kept, to be written back"
+        );
+        assert!(g.is_parked());
+    }
+
+    #[test]
+    fn a_shared_park_opens_on_a_reset_it_missed_and_only_then() {
+        let now = Instant::now();
+        let reset = |id| FleetView {
+            reset: Some(id),
+            ..FleetView::default()
+        };
+        // Parked by the fleet, which then was reset (id 7) unheard.
+        let g = Gate::default();
+        g.sync(parked("rejected: 401"), now);
+        assert_eq!(g.sync(reset(7), now), Synced::Unparked);
+        assert!(g.check(now).is_ok());
+        // Parked again after that reset: the same marker opens nothing.
+        g.sync(parked("rejected: 401"), now);
+        assert_eq!(g.sync(reset(7), now), Synced::Unshared);
+        assert_eq!(g.sync(reset(8), now), Synced::Unparked, "a newer reset does");
+        // A reset it heard of (and so saw) is no news when read.
+        g.sync(parked("rejected: 401"), now);
+        g.reset();
+        g.saw_reset(9);
+        g.rejected("rejected again".into());
+        g.park_shared();
+        assert_eq!(g.sync(reset(9), now), Synced::Unshared);
+        // A park of its own the fleet never held never opens by a marker.
+        let alone = Gate::default();
+        alone.rejected("rejected while Redis was away".into());
+        assert_eq!(alone.sync(reset(10), now), Synced::Unshared);
+        alone.park_shared();
+        assert_eq!(
+            alone.sync(reset(10), now),
+            Synced::Unshared,
+            "marker 10 was read already"
+        );
+        assert_eq!(alone.sync(reset(11), now), Synced::Unparked);
     }
 
     #[test]

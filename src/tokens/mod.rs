@@ -396,7 +396,7 @@ impl TokenStore {
     pub async fn reset(&self, who: Identity) {
         if let Some(key) = self.inner.verdict_key(who) {
             self.inner.store.reset(key).await;
-            self.inner.fleet_reset(who).await;
+            self.inner.fleet_reset(who, key).await;
         }
     }
 

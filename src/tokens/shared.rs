@@ -15,6 +15,10 @@
 //!   exactly that token and the others hear of it and drop their copy.
 //! - Redis unusable: every step answers at once and the replica works on
 //!   its own state, as without `[cache]`.
+//! - Rejoining (or after missed events): every verdict is read again with
+//!   its reset marker. A park the fleet lacks is written back (Redis lost
+//!   it, or it was made while Redis was away); a shared park the fleet
+//!   dropped by a reset this replica has not heard of is un-parked here.
 //!
 //! Names in Redis are fingerprints of the credential key (which, in fleet
 //! mode, is keyed from the fleet's secret, so every replica computes it
@@ -27,6 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::backend::VerdictKey;
+use super::gate::{FleetView, Synced};
 use super::identity::{Identity, PerIdentity};
 use super::{Inner, Token, TokenError};
 use crate::fleet::{CacheState, DegradedReason, Fingerprint, Fleet, FleetEvent, LeaseOutcome, SharedToken, Verdict};
@@ -192,7 +197,9 @@ impl Inner {
             }
             Err(_) => {
                 let (verdict, ttl) = self.verdict_of(key);
-                shared.fleet.put_verdict(name, &verdict, ttl).await;
+                if shared.fleet.put_verdict(name, &verdict, ttl).await {
+                    self.store.park_shared(key);
+                }
             }
         }
         result
@@ -222,23 +229,49 @@ impl Inner {
         token
     }
 
-    /// Takes in the fleet's verdict of `key`; returns whether there was one.
+    /// Takes in the fleet's verdict of `key` and its reset marker; returns
+    /// whether the fleet had a verdict. A park the fleet holds parks here;
+    /// a park of this replica's that the fleet lacks is written back; one
+    /// the fleet dropped by a reset this replica missed (it was away from
+    /// Redis) is un-parked here, as the reset would have.
     async fn pull_verdict(&self, who: Identity, key: VerdictKey) -> bool {
         let Some((shared, name)) = self.shared_name(who) else {
             return false;
         };
-        let Some(v) = shared.fleet.get_verdict(name).await else {
+        let Some(record) = shared.fleet.read_verdict(name).await else {
             return false;
         };
+        let had = record.verdict.is_some();
+        let v = record.verdict.unwrap_or_default();
         let retry_in = v
             .backoff_until_ms
             .and_then(|t| t.checked_sub(ms(SystemTime::now())))
             .map(Duration::from_millis);
-        if self.store.adopt(key, v.parked.clone(), v.unknown_attempts, retry_in) {
-            let reason = v.parked.unwrap_or_default();
-            tracing::error!(principal = %self.name_of(who), %reason, "login parked by the fleet's verdict; not tried here");
+        let view = FleetView {
+            parked: v.parked,
+            unanswered: v.unknown_attempts,
+            retry_in,
+            reset: record.reset,
+        };
+        let principal = self.name_of(who);
+        match self.store.sync(key, view) {
+            Synced::Quiet => {}
+            Synced::Parked => {
+                let reason = self.store.login_status(key, Instant::now()).parked.unwrap_or_default();
+                tracing::error!(%principal, %reason, "login parked by the fleet's verdict; not tried here");
+            }
+            Synced::Unparked => {
+                tracing::info!(%principal, "login reset by another replica while this one was away from the fleet cache");
+            }
+            Synced::Unshared => {
+                let (verdict, ttl) = self.verdict_of(key);
+                if shared.fleet.put_verdict(name, &verdict, ttl).await {
+                    self.store.park_shared(key);
+                    tracing::warn!(%principal, "the fleet cache held no park of this credential (Redis lost it, or it was parked while Redis was unreachable); written back");
+                }
+            }
         }
-        true
+        had
     }
 
     /// The verdict to share after a failed login under `key`, and its TTL
@@ -289,10 +322,19 @@ impl Inner {
         })
     }
 
-    /// An operator's reset of `key`, told to the fleet.
-    pub(super) async fn fleet_reset(&self, who: Identity) {
-        if let Some((shared, name)) = self.shared_name(who) {
-            shared.fleet.clear_verdict(name).await;
+    /// An operator's reset of `who` (already un-parked here), told to the
+    /// fleet; while Redis cannot be used it stays this replica's alone.
+    pub(super) async fn fleet_reset(&self, who: Identity, key: VerdictKey) {
+        let Some((shared, name)) = self.shared_name(who) else {
+            return;
+        };
+        match shared.fleet.clear_verdict(name).await {
+            Some(id) => self.store.saw_reset(key, id),
+            None => tracing::warn!(
+                principal = %self.name_of(who),
+                "reset on this replica only: the fleet cache cannot be used now ({}); reset again once it is back",
+                shared.fleet.state()
+            ),
         }
     }
 
@@ -334,11 +376,14 @@ impl Inner {
                 };
                 self.pull_verdict(who, key).await;
             }
-            FleetEvent::Reset { credential } => {
+            FleetEvent::Reset { credential, id } => {
                 let Some((who, key)) = find(&credential).and_then(|w| Some((w, self.verdict_key(w)?))) else {
                     return;
                 };
                 self.store.reset(key).await;
+                if let Some(id) = id {
+                    self.store.saw_reset(key, id);
+                }
                 tracing::info!(principal = %self.name_of(who), "login reset by another replica");
             }
             FleetEvent::Rejoined => self.resync(true).await,
@@ -346,9 +391,10 @@ impl Inner {
         }
     }
 
-    /// After missed events: takes in every verdict again, and (after a
-    /// reconnection) writes this replica's live tokens back where Redis
-    /// has none, so a Redis restart costs the fleet no logins.
+    /// After missed events: takes in every verdict again (so a reset said
+    /// while this replica was away un-parks it now, see `pull_verdict`), and
+    /// (after a reconnection) writes this replica's live tokens back where
+    /// Redis has none, so a Redis restart costs the fleet no logins.
     async fn resync(&self, write_back: bool) {
         for who in self.identities().collect::<Vec<_>>() {
             let Some(key) = self.verdict_key(who) else { continue };
