@@ -172,6 +172,11 @@ def cmd_setup(a):
     body = body + " " * max(0, 1024 - len(body) - 1) + "\n"
     with open(os.path.join(data, "content.json"), "w") as f:
         f.write(body)
+    # The same bytes for the upstream nginx to answer from memory (`return`
+    # takes a quoted string; `$` would start a variable: there is none).
+    assert "$" not in body
+    with open(os.path.join(data, "content.return.conf"), "w") as f:
+        f.write("return 200 '" + body.replace("\\", "\\\\").replace("'", "\\'") + "';\n")
     with open(os.path.join(data, "big.bin"), "wb") as f:
         block = bytes(rng.getrandbits(8) for _ in range(64 * 1024))
         for _ in range(10 * MiB // len(block)):
