@@ -853,7 +853,8 @@ def cmd_report(a):
     small_table(f"## ~1 KiB JSON answer, HTTPS upstream, wrk -t1 -c{c} (the headline: what deployments run)", small_tls, True)
     small_table(f"## ~1 KiB JSON answer, plaintext upstream, wrk -t1 -c{c}", small, False)
     L.append("\"new upstream conns\" are the connections the upstream saw opened during the runs (summed over rounds); "
-             "direct runs count wrk's own. A proxy that keeps its upstream connections shows 0 after its first run.")
+             "direct runs count wrk's own. Idle upstream connections survive between runs; those a proxy dropped when wrk closed "
+             "its connections with calls in flight at the end of the previous run are reopened here.")
     L.append("")
 
     # ---- bottleneck table
