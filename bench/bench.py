@@ -822,6 +822,8 @@ def cmd_report(a):
     L.append(
         f"- HTTPS upstream: TLS 1.3, a P-256 certificate for IP:127.0.0.1 made at run time, verified by both proxies "
         f"(nginx: `proxy_ssl_verify on`, `proxy_ssl_session_reuse on`, keepalive 32; kmproxy: `ca_file`). "
+        f"The upstream sends {meta.get('upstream_tickets') or 2} session tickets per full handshake"
+        f"{'' if meta.get('upstream_tickets') else ' (OpenSSL default)'}. "
         f"direct-tls is wrk over HTTPS straight to the upstream. Paced: {meta.get('connections', 32)} connections, "
         f"each waiting {meta.get('pace_ms', 2)} ms after every answer (wrk `delay()`)."
     )
