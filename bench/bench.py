@@ -227,6 +227,8 @@ def cmd_kmconfig(a):
     ]
     if a.ca_file:
         lines.append(f"ca_file = {toml_str(a.ca_file)}")
+    if a.no_rewrite_links:
+        lines.append("rewrite_links = false")
     lines += [
         "",
         "[api_user]",
@@ -1185,6 +1187,7 @@ def main():
     p.add_argument("--cache-key", default="11" * 32, help="the [cache] encryption_key (64 hex digits)")
     p.add_argument("--upstream-scheme", choices=("http", "https"), default="http")
     p.add_argument("--ca-file", default="", help="[upstream] ca_file (the HTTPS upstream's CA)")
+    p.add_argument("--no-rewrite-links", action="store_true", help="[upstream] rewrite_links = false")
     p.set_defaults(f=cmd_kmconfig)
     p = sub.add_parser("wait")
     p.add_argument("url")
