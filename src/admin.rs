@@ -308,6 +308,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     let live = app.live();
     app.metrics.cached_tokens.set(live.tokens.cached_tokens().await as i64);
     app.metrics.parked_principals.set(live.tokens.parked() as i64);
+    app.metrics.calls_in_flight.set(live.calls_in_flight() as i64);
     (
         [(
             header::CONTENT_TYPE,

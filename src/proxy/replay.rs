@@ -57,16 +57,19 @@ pub struct Call<'a> {
     session: Option<Session<'a>>,
 }
 
+/// An upstream answer as one exchange read it.
+type Upstream = http::Response<body::Answer>;
+
 /// What one exchange came to.
 pub enum Outcome {
     /// An answer for the caller.
-    Answer(Response),
+    Answer(Upstream),
     /// The upstream said the session expired; its answer, in case the
     /// caller is to get it after all.
-    SessionExpired(Response),
+    SessionExpired(Upstream),
     /// `OK-SEC0012` to a call carrying a managed interaction; its answer,
     /// in case the caller is to get it after all.
-    InteractionExpired(Response),
+    InteractionExpired(Upstream),
 }
 
 impl<'a> Call<'a> {
@@ -127,12 +130,15 @@ impl<'a> Call<'a> {
 
 /// Sends `call` as `principal`, and once more after a session error; a
 /// call carrying a managed interaction, also once more after `OK-SEC0012`.
+/// The answer the caller gets holds `slot` (the call's `max_in_flight`
+/// permit) until it has been sent whole or dropped.
 pub async fn send(
     live: &Live,
     metrics: &Metrics,
     call: &Call<'_>,
     principal: PrincipalId,
     info: &mut CallInfo,
+    slot: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<Response, ProxyError> {
     // The managed interaction the call carries (`None`: none, or not yet had).
     let mut carried: Option<Carried> = None;
@@ -143,7 +149,7 @@ pub async fn send(
             carried = Some(session.carried(live, principal, call.caller_fields.as_ref()).await?);
         }
         let fields = carried.as_ref().map(|c| &c.fields).or(call.caller_fields.as_ref());
-        let mut res = match exchange(live, metrics, call, &creds, fields, info).await? {
+        let res = match exchange(live, metrics, call, &creds, fields, info).await? {
             // No call asks for an upgrade: passed on, a 101 would end the
             // caller's connection with nothing to switch to.
             Outcome::Answer(res) if res.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
@@ -167,6 +173,7 @@ pub async fn send(
                 false => res,
             },
         };
+        let mut res = res.map(|answer| Body::new(answer.holding(slot)));
         headers::strip_hop_by_hop(res.headers_mut());
         if let Some(links) = &live.links {
             rewrite_links(&mut res, links, call);
@@ -259,7 +266,7 @@ async fn exchange(
         // Only a call carrying a managed interaction looks for `OK-SEC0012`.
         let ended =
             !expired && call.session.is_some() && interactions::expired(head.status, &head.headers, &peeked.prefix);
-        let res = Response::from_parts(head, peeked.into_body(timeout));
+        let res = http::Response::from_parts(head, peeked.into_answer(timeout));
         Ok::<_, upstream::Error>(match (expired, ended) {
             (true, _) => Outcome::SessionExpired(res),
             (false, true) => Outcome::InteractionExpired(res),
