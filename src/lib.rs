@@ -19,7 +19,8 @@
 //! - [`run`]: the one entry point that runs a kmproxy (data and admin
 //!   listeners, warm-up, shutdown), used by `serve`, `demo` and the tests.
 //! - [`admin`]: health, readiness, status, metrics, resets.
-//! - [`server`]: the accept loop, connection limits, graceful shutdown.
+//! - [`server`]: the accept loop, connection limits, the send timeout of
+//!   answers a caller stops taking, graceful shutdown.
 //! - [`proxy`]: the data path (route, headers, bodies, replay once, errors
 //!   answered in Oracle's shape).
 //! - [`host`]: the `Host` rule of both ports (loopback names, IP literals,
