@@ -15,6 +15,8 @@
 //!   `probe`).
 //! - [`probe`]: `kmproxy probe [--ready]`, the container health check: one
 //!   GET to the admin port.
+//! - [`output`]: the commands' stdout and stderr, which survive a reader
+//!   that has gone (`kmproxy check | head -1`).
 //! - [`demo`]: the simulator plus a kmproxy in front of it.
 //! - [`run`]: the one entry point that runs a kmproxy (data and admin
 //!   listeners, warm-up, shutdown), used by `serve`, `demo` and the tests.
@@ -44,6 +46,7 @@
 
 pub mod cli;
 pub mod probe;
+pub mod output;
 pub mod demo;
 pub mod run;
 pub mod admin;
