@@ -71,6 +71,23 @@ fn bad_config_exits_2_naming_file_and_every_key() {
 }
 
 #[test]
+fn check_reports_an_empty_or_missing_cache_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    for (what, key) in [("empty", Some("")), ("missing", None)] {
+        let mut t = ConfigToml::new("http://127.0.0.1:9").cache("redis_url", "redis://127.0.0.1:6390/0");
+        if let Some(key) = key {
+            t = t.cache("encryption_key", key);
+        }
+        let path = dir.path().join("cache.toml");
+        std::fs::write(&path, t.to_string()).unwrap();
+        let o = kmproxy(&["--config", &path.to_string_lossy(), "check"]);
+        assert_eq!(o.status.code(), Some(2), "{what}: {}", text(&o));
+        let said = text(&o).matches("cache.encryption_key").count();
+        assert_eq!(said, 1, "{what} key reported {said} times:\n{}", text(&o));
+    }
+}
+
+#[test]
 fn check_prints_a_redacted_summary() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(&dir, "http://127.0.0.1:9");
