@@ -71,13 +71,13 @@ pub fn router(app: Arc<App>) -> Router {
 
 /// Serves the admin endpoints until `shutdown` resolves, with the data
 /// port's connection limits (`header_read_timeout`, `max_connections`,
-/// `drain_timeout`; the cap is per listener).
+/// `drain_timeout`, the send timeout; the cap is per listener).
 pub async fn serve(
     app: Arc<App>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let limits = Limits::from(&app.live().config.server);
+    let limits = Limits::of(&app);
     serve_service(router(app), listener, limits, shutdown).await
 }
 
@@ -308,6 +308,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     let live = app.live();
     app.metrics.cached_tokens.set(live.tokens.cached_tokens().await as i64);
     app.metrics.parked_principals.set(live.tokens.parked() as i64);
+    app.metrics.calls_in_flight.set(live.calls_in_flight() as i64);
     (
         [(
             header::CONTENT_TYPE,

@@ -44,8 +44,10 @@ pub struct Live {
     /// without a key: the usual answer is counted without a label lookup
     /// (BENCHMARKS.md: 43.0k -> 42.8k instructions per request).
     pub(crate) ok_counters: Box<[Counter]>,
-    /// One permit per call being handled (`server.max_in_flight`).
-    pub(crate) in_flight: tokio::sync::Semaphore,
+    /// One permit per call being handled (`server.max_in_flight`), from
+    /// when it is known to be forwarded until its answer has been sent
+    /// whole (or dropped).
+    pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
     /// The upstream URLs to rewrite, unless `rewrite_links` is off.
     pub(crate) links: Option<Arc<Links>>,
 }
@@ -82,7 +84,7 @@ impl Live {
             ok_counters,
             content: client.origin(&config.upstream.base_url)?,
             search: client.origin(&config.upstream.search_base_url)?,
-            in_flight: tokio::sync::Semaphore::new(config.server.max_in_flight),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(config.server.max_in_flight)),
             links: config.upstream.rewrite_links.then(|| {
                 let urls = [
                     config.upstream.base_url.as_str(),
@@ -95,6 +97,14 @@ impl Live {
             client,
             config,
         })
+    }
+
+    /// Calls holding one of this config's `max_in_flight` slots now.
+    pub fn calls_in_flight(&self) -> usize {
+        self.config
+            .server
+            .max_in_flight
+            .saturating_sub(self.in_flight.available_permits())
     }
 }
 

@@ -16,6 +16,21 @@ use crate::app::App;
 use crate::config::{Config, PrincipalKind};
 use crate::run::{run, Listeners};
 
+/// `print!`, `println!`, `eprint!` and `eprintln!` through [`crate::output`]:
+/// a reader that has gone (`kmproxy check | head -1`) is no panic.
+macro_rules! out {
+    ($($t:tt)*) => { crate::output::out(format_args!($($t)*)) };
+}
+macro_rules! outln {
+    ($($t:tt)*) => { crate::output::out(format_args!("{}\n", format_args!($($t)*))) };
+}
+macro_rules! err {
+    ($($t:tt)*) => { crate::output::err(format_args!($($t)*)) };
+}
+macro_rules! errln {
+    ($($t:tt)*) => { crate::output::err(format_args!("{}\n", format_args!($($t)*))) };
+}
+
 /// Local authenticating reverse proxy for the Oracle B2C Service Knowledge
 /// Advanced REST API.
 #[derive(Parser, Debug)]
@@ -100,7 +115,7 @@ pub fn main() -> ExitCode {
     let runtime = match runtime {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("kmproxy: cannot start the runtime: {e}");
+            errln!("kmproxy: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -158,7 +173,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
 
 fn load(path: &Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {
-        eprint!("kmproxy: invalid configuration\n{e}");
+        err!("kmproxy: invalid configuration\n{e}");
         ExitCode::from(2)
     })
 }
@@ -171,14 +186,14 @@ async fn serve(path: &Path) -> ExitCode {
     let app = match App::new(Arc::clone(&config)) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("kmproxy: {e}");
+            errln!("kmproxy: {e}");
             return ExitCode::from(2);
         }
     };
     let listeners = match Listeners::bind(&config.server).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("kmproxy: {e}");
+            errln!("kmproxy: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -187,7 +202,7 @@ async fn serve(path: &Path) -> ExitCode {
     match run(app, listeners, crate::server::shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kmproxy: {e}");
+            errln!("kmproxy: {e}");
             ExitCode::FAILURE
         }
     }
@@ -260,27 +275,27 @@ async fn check(path: &Path, login: bool) -> ExitCode {
         Ok(c) => Arc::new(c),
         Err(code) => return code,
     };
-    println!("{}: ok", path.display());
-    print!("{}", summary(&config));
+    outln!("{}: ok", path.display());
+    out!("{}", summary(&config));
     if !login {
         return ExitCode::SUCCESS;
     }
     let app = match App::new(Arc::clone(&config)) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("kmproxy: {e}");
+            errln!("kmproxy: {e}");
             return ExitCode::from(2);
         }
     };
     let tokens = app.live().tokens.clone();
     if let Err(e) = fleet_reachable(&tokens).await {
-        eprintln!("kmproxy: {e}; not logging in, so as not to retry a password the fleet holds as rejected");
+        errln!("kmproxy: {e}; not logging in, so as not to retry a password the fleet holds as rejected");
         return ExitCode::FAILURE;
     }
     match serve_parked(&config).await {
         Ok(Some(parked)) => {
             let honoured = tokens.adopt_parked(&parked).await;
-            println!(
+            outln!(
                 "\nthe running serve holds {} credential(s) parked; {} of them configured here, not tried",
                 parked.len(),
                 honoured.len()
@@ -288,7 +303,7 @@ async fn check(path: &Path, login: bool) -> ExitCode {
         }
         Ok(None) => {}
         Err(e) => {
-            eprintln!("kmproxy: {e}; not logging in, so as not to retry a password it holds as rejected");
+            errln!("kmproxy: {e}; not logging in, so as not to retry a password it holds as rejected");
             return ExitCode::FAILURE;
         }
     }
@@ -315,7 +330,7 @@ async fn fleet_reachable(tokens: &crate::tokens::TokenStore) -> Result<(), Strin
     let _ = tokio::time::timeout(within, state.wait_for(|s| *s == CacheState::Ok)).await;
     match fleet.state() {
         CacheState::Ok => {
-            println!("\nfleet cache ok: logins consult the fleet's verdicts (a credential parked there is not tried)");
+            outln!("\nfleet cache ok: logins consult the fleet's verdicts (a credential parked there is not tried)");
             Ok(())
         }
         CacheState::Degraded(reason) => Err(format!("the fleet cache cannot be used ({reason})")),
@@ -326,14 +341,14 @@ async fn fleet_reachable(tokens: &crate::tokens::TokenStore) -> Result<(), Strin
 /// all succeeded. One login per distinct credential: principals sharing a
 /// user share its login, and a parked credential is not tried.
 async fn log_everyone_in(config: &Config, tokens: &crate::tokens::TokenStore) -> bool {
-    println!("\nlogging in:");
+    outln!("\nlogging in:");
     let mut all = true;
     for (i, p) in config.principals.iter().enumerate() {
         match tokens.credentials(i).await {
-            Ok(_) => println!("  {:<20} ok", p.name),
+            Ok(_) => outln!("  {:<20} ok", p.name),
             Err(e) => {
                 all = false;
-                println!("  {:<20} FAILED: {e}", p.name);
+                outln!("  {:<20} FAILED: {e}", p.name);
             }
         }
     }
@@ -346,7 +361,7 @@ async fn log_everyone_in(config: &Config, tokens: &crate::tokens::TokenStore) ->
 /// verdicts cannot be read.
 async fn serve_parked(config: &Config) -> Result<Option<Vec<crate::tokens::ParkedCredential>>, String> {
     let Some(mut addr) = config.server.admin_listen else {
-        println!("\n(admin_listen is off: a running serve's lockout state cannot be consulted)");
+        outln!("\n(admin_listen is off: a running serve's lockout state cannot be consulted)");
         return Ok(None);
     };
     if addr.ip().is_unspecified() {
@@ -359,7 +374,7 @@ async fn serve_parked(config: &Config) -> Result<Option<Vec<crate::tokens::Parke
     let answer = match tokio::time::timeout(std::time::Duration::from_secs(5), get_status(config, addr)).await {
         Err(_) => return Err(format!("{what} did not answer within 5s")),
         Ok(Err(StatusError::NotListening)) => {
-            println!("\n(no serve answers on {addr}: no lockout state to honour)");
+            outln!("\n(no serve answers on {addr}: no lockout state to honour)");
             return Ok(None);
         }
         Ok(Err(StatusError::Broken(e))) => return Err(format!("cannot read {what}: {e}")),
@@ -497,11 +512,11 @@ async fn demo(listen: SocketAddr, admin: SocketAddr, sim: SocketAddr) -> ExitCod
     let demo = match crate::demo::Demo::start(addrs).await {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("kmproxy demo: {e}\n(use --listen, --admin-listen and --sim-listen to pick other ports)");
+            errln!("kmproxy demo: {e}\n(use --listen, --admin-listen and --sim-listen to pick other ports)");
             return ExitCode::FAILURE;
         }
     };
-    println!("{}", demo.banner());
+    outln!("{}", demo.banner());
     crate::server::shutdown_signal().await;
     demo.stop().await;
     ExitCode::SUCCESS
@@ -511,19 +526,19 @@ async fn simulate(listen: SocketAddr) -> ExitCode {
     let listener = match TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("kmproxy simulate: cannot listen on {listen}: {e}");
+            errln!("kmproxy simulate: cannot listen on {listen}: {e}");
             return ExitCode::FAILURE;
         }
     };
     let sim = crate::sim::Simulator::new(crate::sim::SimConfig::default());
-    println!(
+    outln!(
         "Knowledge Advanced simulator on http://{listen} (site ORACLE_KNOWLEDGE; API user apiuser/apipass1, \
          console user okcsuser/Password1, web user webuser/Password1, bearer demo-jwt)"
     );
     match sim.serve(listener, crate::server::shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kmproxy simulate: {e}");
+            errln!("kmproxy simulate: {e}");
             ExitCode::FAILURE
         }
     }
@@ -532,22 +547,22 @@ async fn simulate(listen: SocketAddr) -> ExitCode {
 fn hash_key() -> ExitCode {
     let mut input = String::new();
     if let Err(e) = std::io::stdin().read_to_string(&mut input) {
-        eprintln!("kmproxy hash-key: cannot read stdin: {e}");
+        errln!("kmproxy hash-key: cannot read stdin: {e}");
         return ExitCode::from(2);
     }
     match key_to_hash(&input) {
         Ok((key, trimmed)) => {
             if trimmed {
-                eprintln!(
+                errln!(
                     "kmproxy hash-key: removed the spaces or tabs around the key: HTTP drops them from a header \
                      value, so the key kmproxy receives never has them"
                 );
             }
-            println!("{}", crate::callers::hash_key(key.as_bytes()));
+            outln!("{}", crate::callers::hash_key(key.as_bytes()));
             ExitCode::SUCCESS
         }
         Err(why) => {
-            eprintln!("kmproxy hash-key: {why}");
+            errln!("kmproxy hash-key: {why}");
             ExitCode::from(2)
         }
     }

@@ -1,7 +1,8 @@
 //! The `Host` rule, the same on the data port and the admin port: a
 //! request names exactly one host, and that host is a loopback name
 //! (`localhost`, `*.localhost`), an IP literal, or one of
-//! `server.allowed_hosts` (any letter case, any port). Anything else is 400.
+//! `server.allowed_hosts` (any letter case, any port from 1 to 65535).
+//! Anything else is 400.
 //!
 //! Why: a web page on the same machine can make a browser send requests to
 //! kmproxy. Through DNS rebinding (its own name re-pointed at 127.0.0.1),
@@ -68,7 +69,9 @@ fn judge(value: &[u8], allowed: &[String]) -> Result<(), Refusal> {
     };
     let text = std::str::from_utf8(value).map_err(|_| quoted())?;
     let (name, port) = split_port(text).ok_or_else(quoted)?;
-    if !port.bytes().all(|b| b.is_ascii_digit()) || port.len() > 5 {
+    // A port is 1 to 65535: no connection comes to any other.
+    let in_range = port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|p| p > 0);
+    if !port.is_empty() && !in_range {
         return Err(quoted());
     }
     if let Some(v6) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
@@ -145,6 +148,8 @@ mod tests {
             "[::1]",
             "[::1]:8080",
             "[fe80::1]:9",
+            "localhost:65535",
+            "localhost:08080",
             "kmproxy.internal",
             "KMProxy.Internal:9090",
             "kmproxy.internal.",
@@ -176,6 +181,11 @@ mod tests {
             "localhost:80:80",
             "localhost:http",
             "localhost:123456",
+            "localhost:99999",
+            "127.0.0.1:65536",
+            "[::1]:70000",
+            "localhost:0",
+            "localhost:+80",
             "user@localhost",
             "[::1",
             "[localhost]",

@@ -15,11 +15,14 @@
 //!   `probe`).
 //! - [`probe`]: `kmproxy probe [--ready]`, the container health check: one
 //!   GET to the admin port.
+//! - [`output`]: the commands' stdout and stderr, which survive a reader
+//!   that has gone (`kmproxy check | head -1`).
 //! - [`demo`]: the simulator plus a kmproxy in front of it.
 //! - [`run`]: the one entry point that runs a kmproxy (data and admin
 //!   listeners, warm-up, shutdown), used by `serve`, `demo` and the tests.
 //! - [`admin`]: health, readiness, status, metrics, resets.
-//! - [`server`]: the accept loop, connection limits, graceful shutdown.
+//! - [`server`]: the accept loop, connection limits, the send timeout of
+//!   answers a caller stops taking, graceful shutdown.
 //! - [`proxy`]: the data path (route, headers, bodies, replay once, errors
 //!   answered in Oracle's shape).
 //! - [`host`]: the `Host` rule of both ports (loopback names, IP literals,
@@ -43,6 +46,7 @@
 
 pub mod cli;
 pub mod probe;
+pub mod output;
 pub mod demo;
 pub mod run;
 pub mod admin;

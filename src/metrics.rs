@@ -59,6 +59,9 @@ pub struct Metrics {
     /// Request-body bytes held across calls, which `server.max_buffered`
     /// bounds: the data path reserves against this gauge itself.
     pub request_body_bytes: Gauge,
+    /// Calls holding a `server.max_in_flight` slot (set when rendered, from
+    /// the slots themselves: the data path counts nothing for it).
+    pub calls_in_flight: Gauge,
     /// Label value for calls without a caller key.
     pub no_caller: Arc<String>,
     /// Label value for calls whose key matched no caller.
@@ -110,6 +113,12 @@ impl Metrics {
             "Request-body bytes held across calls (at most server.max_buffered)",
             request_body_bytes.clone(),
         );
+        let calls_in_flight = Gauge::default();
+        registry.register(
+            "calls_in_flight",
+            "Calls holding a server.max_in_flight slot: from forwarding until the answer is sent whole or abandoned",
+            calls_in_flight.clone(),
+        );
         Self {
             registry,
             requests,
@@ -121,6 +130,7 @@ impl Metrics {
             parked_principals,
             cache_degraded,
             request_body_bytes,
+            calls_in_flight,
             no_caller: Arc::new("-".to_owned()),
             unknown_caller: Arc::new("unknown".to_owned()),
         }

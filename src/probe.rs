@@ -18,6 +18,15 @@ use hyper_util::rt::TokioIo;
 
 use crate::config::Config;
 
+/// `println!` and `eprintln!` through [`crate::output`]:
+/// a reader that has gone (`kmproxy check | head -1`) is no panic.
+macro_rules! outln {
+    ($($t:tt)*) => { crate::output::out(format_args!("{}\n", format_args!($($t)*))) };
+}
+macro_rules! errln {
+    ($($t:tt)*) => { crate::output::err(format_args!("{}\n", format_args!($($t)*))) };
+}
+
 /// The flags of `kmproxy probe`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ProbeArgs {
@@ -68,7 +77,7 @@ pub fn main(config: &Path, args: &ProbeArgs) -> ExitCode {
     match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime.block_on(run(config, args)),
         Err(e) => {
-            eprintln!("kmproxy probe: cannot start the runtime: {e}");
+            errln!("kmproxy probe: cannot start the runtime: {e}");
             ExitCode::FAILURE
         }
     }
@@ -78,11 +87,11 @@ pub fn main(config: &Path, args: &ProbeArgs) -> ExitCode {
 pub async fn run(config: &Path, args: &ProbeArgs) -> ExitCode {
     match probe(config, args).await {
         Ok(line) => {
-            println!("{line}");
+            outln!("{line}");
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("kmproxy probe: {e}");
+            errln!("kmproxy probe: {e}");
             ExitCode::FAILURE
         }
     }

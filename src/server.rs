@@ -8,10 +8,12 @@
 //! included ([`connection`]; on HTTP/1 it also closes keep-alive connections
 //! idle that long, on HTTP/2 connections with no call that long), a cap on
 //! header size and count and on HTTP/2 streams, a cap on open connections
-//! (accept pauses at the cap), and a bounded drain on shutdown.
+//! (accept pauses at the cap), a send timeout that ends a call whose caller
+//! takes nothing of its answer ([`stall`]), and a bounded drain on shutdown.
 
 mod connection;
 mod sniff;
+mod stall;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -29,6 +31,7 @@ use crate::app::App;
 use crate::config::ServerConfig;
 use crate::proxy;
 use connection::Protocols;
+pub use stall::SendTimeout;
 
 /// Largest request head (request line + headers), in bytes.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -40,7 +43,7 @@ pub const MAX_HEADERS: usize = 100;
 pub const MAX_STREAMS: u32 = 100;
 
 /// Connection-level limits of a listener.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// A request head must arrive within this long, counted from accept for
     /// a connection's first (also the HTTP/1 keep-alive idle timeout, and
@@ -50,14 +53,34 @@ pub struct Limits {
     pub max_connections: usize,
     /// After shutdown starts, how long in-flight calls may take.
     pub drain_timeout: Duration,
+    /// How long a caller may take nothing of an answer (an HTTP/1 socket
+    /// that accepts no byte, an HTTP/2 stream whose window stays shut)
+    /// before the call ends and frees what its answer holds.
+    pub send_timeout: SendTimeout,
 }
 
-impl From<&ServerConfig> for Limits {
-    fn from(s: &ServerConfig) -> Self {
+impl Limits {
+    /// The limits of `app`'s listeners: the `[server]` settings read now
+    /// (they take effect at a restart), and `upstream.timeout` as the send
+    /// timeout, read when a call first waits on its caller, so that a
+    /// reload applies: an answer may stall that long on either side.
+    pub fn of(app: &Arc<App>) -> Self {
+        let live = app.live();
+        let app = Arc::downgrade(app);
+        let fallback = live.config.upstream.timeout;
+        Self::new(
+            &live.config.server,
+            SendTimeout::new(move || app.upgrade().map_or(fallback, |app| app.live().config.upstream.timeout)),
+        )
+    }
+
+    /// `server`'s limits with `send_timeout`.
+    pub fn new(server: &ServerConfig, send_timeout: SendTimeout) -> Self {
         Self {
-            header_read_timeout: s.header_read_timeout,
-            max_connections: s.max_connections,
-            drain_timeout: s.drain_timeout,
+            header_read_timeout: server.header_read_timeout,
+            max_connections: server.max_connections,
+            drain_timeout: server.drain_timeout,
+            send_timeout,
         }
     }
 }
@@ -70,7 +93,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let limits = Limits::from(&app.live().config.server);
+    let limits = Limits::of(&app);
     let service = tower::service_fn(move |req| {
         let app = Arc::clone(&app);
         async move { Ok::<_, Infallible>(proxy::handle(app, req).await) }
@@ -91,7 +114,7 @@ pub async fn serve_service<S, B>(
 where
     S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let protocols = Arc::new(Protocols::new(&limits));

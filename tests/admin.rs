@@ -268,6 +268,9 @@ const BAD_HOSTS: &[(&str, &str)] = &[
     ("localhost as a subdomain", "host: localhost.evil.example\r\n"),
     ("userinfo", "host: user@localhost\r\n"),
     ("an empty Host", "host: \r\n"),
+    ("a port out of range", "host: localhost:99999\r\n"),
+    ("port 65536", "host: 127.0.0.1:65536\r\n"),
+    ("port 0", "host: [::1]:0\r\n"),
 ];
 
 fn allowing_kmproxy_internal() -> common::Builder {
@@ -361,6 +364,11 @@ async fn http2_authority_counts_as_host() {
         );
         assert_eq!(
             h2_get(port, "evil.example:80", target).await,
+            StatusCode::BAD_REQUEST,
+            "{target}"
+        );
+        assert_eq!(
+            h2_get(port, "localhost:99999", target).await,
             StatusCode::BAD_REQUEST,
             "{target}"
         );

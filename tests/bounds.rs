@@ -2,8 +2,9 @@
 //! silent and half-sent connections are closed after the head timeout from
 //! accept (HTTP/1 and HTTP/2 alike), slow bodies end with 408 without
 //! holding call slots, buffered bodies stay within `max_buffered`, HTTP/2
-//! streams are capped and bounded like HTTP/1 calls, and an upstream 101 is
-//! a 502 that leaves the caller's connection usable.
+//! streams are capped and bounded like HTTP/1 calls, heads over 64 KiB are
+//! 431 (HTTP/2: on a connection that carries on, up to h2's flood guard),
+//! and an upstream 101 is a 502 that leaves the caller's connection usable.
 
 #![allow(clippy::unwrap_used)]
 
@@ -282,5 +283,62 @@ async fn an_unsolicited_upstream_101_is_a_502_and_the_connection_survives() {
     let b = client.send(request("GET", "/km/api/latest/content", &[], "")).await;
     assert_eq!(b.status, StatusCode::OK);
     assert_eq!(client.connections, 1);
+    env.stop().await;
+}
+
+/// `n` visible ASCII characters that HPACK's Huffman code barely shrinks.
+fn noise(n: usize) -> String {
+    let mut x: u32 = 0x9e37_79b9;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            char::from(b'0' + (x % 75) as u8)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn heads_over_64_kib_get_431_and_an_http2_connection_carries_on() {
+    let env = Env::start().await;
+    let big = noise(70_000);
+    // HTTP/1: hyper's 431, then the connection closes.
+    let mut s = TcpStream::connect(env.proxy).await.unwrap();
+    let head = format!("GET /km/api/latest/content HTTP/1.1\r\nhost: 127.0.0.1\r\nx-big: {big}\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    let refused = read_reply(&mut s).await;
+    assert_eq!(refused.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert!(refused.says_close());
+    // HTTP/2: kmproxy advertises the limit; a client that sends past it
+    // anyway gets h2's 431, and the connection serves the next call.
+    let mut h2 = wire::http2_client(env.proxy).await;
+    let over = request("GET", "/km/api/latest/content", &[("x-big", big.as_str())], "");
+    assert_eq!(
+        wire::send_h2(&mut h2, over).await.status,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
+    let next = wire::send_h2(&mut h2, request("GET", "/km/api/latest/content", &[], "")).await;
+    assert_eq!(next.status, StatusCode::OK);
+    // Far past it (over 5 CONTINUATION frames): h2's flood guard ends the
+    // connection (GOAWAY); a new one is served.
+    let mut flood = wire::http2_client(env.proxy).await;
+    let huge = noise(300_000);
+    let mut req = request("GET", "/km/api/latest/content", &[("x-big", huge.as_str())], "");
+    *req.uri_mut() = "http://127.0.0.1/km/api/latest/content".parse().unwrap();
+    req.headers_mut().remove(http::header::HOST);
+    flood.ready().await.unwrap();
+    assert!(
+        flood.send_request(req).await.is_err(),
+        "a flood of CONTINUATION frames was served"
+    );
+    let mut fresh = wire::http2_client(env.proxy).await;
+    let again = wire::send_h2(&mut fresh, request("GET", "/km/api/latest/content", &[], "")).await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(
+        env.simulator().request_count(),
+        2,
+        "an oversized head reached the upstream"
+    );
     env.stop().await;
 }

@@ -1,5 +1,6 @@
 //! The command line, run as a real process: `check`, `check --login`,
-//! `hash-key`, `--help`, and the exit status of a bad config.
+//! `hash-key`, `--help`, the exit status of a bad config, and output into a
+//! pipe whose reader has gone.
 #![allow(clippy::unwrap_used)]
 
 use std::io::Write;
@@ -67,6 +68,23 @@ fn bad_config_exits_2_naming_file_and_every_key() {
     let o = kmproxy(&["--config", "/nonexistent/kmproxy.toml", "check"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("/nonexistent/kmproxy.toml"));
+}
+
+#[test]
+fn check_reports_an_empty_or_missing_cache_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    for (what, key) in [("empty", Some("")), ("missing", None)] {
+        let mut t = ConfigToml::new("http://127.0.0.1:9").cache("redis_url", "redis://127.0.0.1:6390/0");
+        if let Some(key) = key {
+            t = t.cache("encryption_key", key);
+        }
+        let path = dir.path().join("cache.toml");
+        std::fs::write(&path, t.to_string()).unwrap();
+        let o = kmproxy(&["--config", &path.to_string_lossy(), "check"]);
+        assert_eq!(o.status.code(), Some(2), "{what}: {}", text(&o));
+        let said = text(&o).matches("cache.encryption_key").count();
+        assert_eq!(said, 1, "{what} key reported {said} times:\n{}", text(&o));
+    }
 }
 
 #[test]
@@ -153,6 +171,52 @@ async fn check_login_logs_every_principal_in_and_reports_each() {
     {
         assert!(!t.contains(secret), "leaked {secret}");
     }
+}
+
+/// The write end of a pipe whose reader has gone: `true` held the read
+/// end and has exited, so a write to it fails with `EPIPE`, whenever it
+/// comes (as `kmproxy check | head -1` meets once `head` has its line).
+fn pipe_without_reader() -> Stdio {
+    let mut reader = Command::new("true").stdin(Stdio::piped()).spawn().unwrap();
+    let writer = reader.stdin.take().unwrap();
+    reader.wait().unwrap();
+    Stdio::from(writer)
+}
+
+#[test]
+fn output_into_a_pipe_whose_reader_has_gone_ends_the_command_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, "http://127.0.0.1:9");
+    let check = Command::new(env!("CARGO_BIN_EXE_kmproxy"))
+        .args(["--config", &path, "check"])
+        .env("KMPROXY_TEST_AGENT_PW", "Password1")
+        .stdout(pipe_without_reader())
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check));
+    assert!(!text(&check).contains("panicked"), "{}", text(&check));
+    // A bad config still exits 2, its message on stderr whole.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[server]\nlisten = \"nowhere\"\n").unwrap();
+    let refused = Command::new(env!("CARGO_BIN_EXE_kmproxy"))
+        .args(["--config", &bad.to_string_lossy(), "check"])
+        .stdout(pipe_without_reader())
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(text(&refused).contains("server.listen"), "{}", text(&refused));
+    // hash-key too.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kmproxy"))
+        .arg("hash-key")
+        .stdin(Stdio::piped())
+        .stdout(pipe_without_reader())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"test\n").unwrap();
+    let hashed = child.wait_with_output().unwrap();
+    assert_eq!(hashed.status.code(), Some(0), "{}", text(&hashed));
+    assert!(!text(&hashed).contains("panicked"), "{}", text(&hashed));
 }
 
 #[test]

@@ -466,6 +466,37 @@ async fn links_come_back_on_kmproxy_as_the_client_reached_it_and_can_be_followed
         a.headers["location"],
         format!("http://{}/km/api/latest/content?offset=2", env.proxy)
     );
+    // In every spelling a client would follow to the upstream: the scheme
+    // in upper case, scheme-relative, in Location and Content-Location.
+    let sim_authority = sim_origin.strip_prefix("http://").unwrap();
+    for (location, content_location) in [
+        (
+            format!("HTTP://{sim_authority}/km/api/latest/content?offset=1"),
+            format!("//{sim_authority}/km/api/latest/content/x"),
+        ),
+        (
+            format!("//{sim_authority}/km/api/latest/content?offset=1"),
+            format!("Http://{sim_authority}/km/api/latest/content/x"),
+        ),
+    ] {
+        let a = env
+            .get(
+                &format!("/km/api/latest/content/redirect?to={location}&content_location={content_location}"),
+                &[],
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::FOUND);
+        assert_eq!(
+            a.headers["location"],
+            format!("http://{}/km/api/latest/content?offset=1", env.proxy),
+            "{location}"
+        );
+        assert_eq!(
+            a.headers["content-location"],
+            format!("http://{}/km/api/latest/content/x", env.proxy),
+            "{content_location}"
+        );
+    }
     env.stop().await;
 }
 

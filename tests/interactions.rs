@@ -170,6 +170,31 @@ async fn a_session_error_on_the_start_call_logs_in_again_once() {
 }
 
 #[tokio::test]
+async fn a_start_call_that_meets_a_login_backoff_is_a_503_with_retry_after() {
+    let env = env().await;
+    // The agent's token is held (a call without a session), so the first
+    // login is the one the start call's session error makes; it is throttled.
+    assert_eq!(as_helpdesk(&env, &[]).await.status, StatusCode::OK);
+    env.simulator().session_error_next(1);
+    env.simulator().fail_logins_with(429, 1, Some(Duration::from_secs(3)));
+    let a = as_helpdesk(&env, &[(SESSION, "s1")]).await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", a.body);
+    assert_eq!(a.error_code(), "KMPROXY-LOGIN-BACKOFF");
+    let wait: u64 = a.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(wait >= 3, "Retry-After: {wait}");
+    assert!(
+        a.json()["error"]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("startInteraction failed"),
+        "{:?}",
+        a.body
+    );
+    assert_eq!(calls(&env).len(), 1, "the refused call was sent upstream");
+    env.stop().await;
+}
+
+#[tokio::test]
 async fn no_session_header_or_an_unmanaged_caller_adds_no_interaction() {
     let env = env().await;
     assert_eq!(as_helpdesk(&env, &[]).await.status, StatusCode::OK);

@@ -12,7 +12,7 @@ use http::header::HeaderName;
 use super::cache::{encryption_key, redis_url};
 use super::raw::{Problems, RawApiUser, RawCache, RawCaller, RawFile, RawPrincipal, RawServer, RawTokens, RawUpstream};
 use super::values::{
-    addr, allowed_hosts, count, decode_sha256, duration, extra_fields, required, secret, size, url, Span,
+    addr, allowed_hosts, count, decode_sha256, duration, extra_fields, required, secret, size, try_secret, url, Span,
 };
 use super::{
     ApiUser, CacheConfig, Caller, ClientLogins, Config, ExternalType, Interactions, Principal, PrincipalId,
@@ -385,7 +385,7 @@ fn interactions(raw: Option<&str>, key: &str, p: &mut Problems) -> Interactions 
 /// timeout would make every command fail; a long one would let a slow
 /// Redis hold up logins).
 fn build_cache(cache: RawCache, p: &mut Problems) -> CacheConfig {
-    let key = secret(p, "cache.encryption_key", cache.encryption_key.as_ref());
+    let key = try_secret(p, "cache.encryption_key", cache.encryption_key.as_ref());
     let (connect, command) = (cache.connect_timeout.as_deref(), cache.command_timeout.as_deref());
     let out = CacheConfig {
         redis_url: redis_url(p, cache.redis_url.as_deref()),

@@ -29,14 +29,17 @@ pub(super) fn redis_url(p: &mut Problems, v: Option<&str>) -> RedisUrl {
     })
 }
 
-/// `cache.encryption_key` decoded, or a placeholder after recording the problem.
-pub(super) fn encryption_key(p: &mut Problems, secret: Secret) -> EncryptionKey {
-    EncryptionKey::decode(secret).unwrap_or_else(|e| {
-        p.add("cache.encryption_key", e);
-        EncryptionKey {
-            source: Secret::literal("-"),
-            bytes: Arc::new(Zeroizing::new([0; 32])),
-        }
+/// `cache.encryption_key` decoded, or a placeholder after recording the
+/// problem (`None`: the secret could not be read, which is recorded already).
+pub(super) fn encryption_key(p: &mut Problems, secret: Option<Secret>) -> EncryptionKey {
+    let decoded = secret.and_then(|s| {
+        EncryptionKey::decode(s)
+            .map_err(|e| p.add("cache.encryption_key", e))
+            .ok()
+    });
+    decoded.unwrap_or_else(|| EncryptionKey {
+        source: Secret::literal("-"),
+        bytes: Arc::new(Zeroizing::new([0; 32])),
     })
 }
 
@@ -283,5 +286,23 @@ mod tests {
         assert!(!text.contains("hunter"), "{text}");
         let one = with_cache(|t| t.cache("command_timeout", "soon")).expect_err("invalid");
         assert_eq!(one.len(), 1, "one problem per key: {one:?}");
+    }
+
+    #[test]
+    fn an_empty_unset_or_unreadable_key_is_one_problem() {
+        let empty = with_cache(|t| t.cache("encryption_key", "")).expect_err("invalid");
+        assert_eq!(empty.len(), 1, "{empty:?}");
+        assert_eq!(empty[0].0, "cache.encryption_key");
+        let unset = with_cache(|t| t.cache("encryption_key", crate::config::sample::env("KMPROXY_TEST_UNSET_KEY")))
+            .expect_err("invalid");
+        assert_eq!(unset.len(), 1, "{unset:?}");
+        let short = with_cache(|t| t.cache("encryption_key", "abc")).expect_err("invalid");
+        assert_eq!(short.len(), 1, "{short:?}");
+        let missing = ConfigToml::new("http://127.0.0.1:7002")
+            .cache("redis_url", "redis://127.0.0.1:6390/1")
+            .parse()
+            .expect_err("invalid")
+            .problems;
+        assert_eq!(missing, vec![("cache.encryption_key".to_owned(), "missing".to_owned())]);
     }
 }

@@ -48,15 +48,21 @@ pub(super) fn required(p: &mut Problems, key: &str, v: Option<String>) -> String
 
 /// A secret that must be set: a literal, `{ env = … }` or `{ file = … }`.
 pub(super) fn secret(p: &mut Problems, key: &str, v: Option<&toml::Value>) -> Secret {
+    try_secret(p, key, v).unwrap_or_else(|| Secret::literal("-"))
+}
+
+/// [`secret`], or `None` once the problem is recorded, for a value that is
+/// judged further only when it could be read (so one problem is said once).
+pub(super) fn try_secret(p: &mut Problems, key: &str, v: Option<&toml::Value>) -> Option<Secret> {
     match v.map(Secret::from_toml) {
-        Some(Ok(s)) => s,
+        Some(Ok(s)) => Some(s),
         Some(Err(e)) => {
             p.add(key, e);
-            Secret::literal("-")
+            None
         }
         None => {
             p.add(key, "missing");
-            Secret::literal("-")
+            None
         }
     }
 }

@@ -5,7 +5,6 @@
 
 use crate::session_error::{self, Opening};
 use crate::upstream::PooledBody;
-use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, StatusCode};
 use http_body_util::BodyExt;
@@ -40,15 +39,6 @@ where
     /// True once the whole body is in `prefix`.
     pub fn is_whole(&self) -> bool {
         self.rest.as_ref().is_none_or(|r| r.is_end_stream())
-    }
-
-    /// The whole body, when it is all in `prefix` (its connection is then
-    /// free); else the answer as it was.
-    pub fn into_whole(self) -> Result<Bytes, Self> {
-        match self.is_whole() {
-            true => Ok(self.prefix),
-            false => Err(self),
-        }
     }
 
     /// Reads on until `prefix` holds at least `limit` bytes or the body ends.
@@ -95,23 +85,19 @@ where
     }
 }
 
-impl<B> Peeked<B>
-where
-    B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+impl<B: http_body::Body> Peeked<B> {
     /// The whole answer again: the prefix, then the unread rest, streamed
-    /// (failing if the rest stalls for `idle`). One allocation, as for an
-    /// answer passed on without peeking.
-    pub fn into_body(self, idle: std::time::Duration) -> Body {
-        Body::new(Prefixed {
+    /// (failing if the rest stalls for `idle`).
+    pub fn into_answer(self, idle: std::time::Duration) -> Answer<B> {
+        Answer {
             prefix: Some(self.prefix).filter(|p| !p.is_empty()),
             // An ended rest is dropped here, freeing its connection now.
             rest: self
                 .rest
                 .filter(|r| !r.is_end_stream())
                 .map(|rest| IdleTimeout::new(rest, idle)),
-        })
+            slot: None,
+        }
     }
 }
 
@@ -159,13 +145,43 @@ where
     }
 }
 
-/// An answer's first bytes, already read, then the rest of it.
-struct Prefixed<B> {
+/// An upstream answer on its way to the caller: its first bytes, already
+/// read, then the rest of it; and the call's `max_in_flight` slot, held
+/// until the answer has been sent whole or dropped (a caller that stops
+/// reading is ended by the server's stall watch, which drops it), so that
+/// `max_in_flight` bounds the upstream connections answers hold too.
+pub struct Answer<B = PooledBody> {
     prefix: Option<Bytes>,
     rest: Option<IdleTimeout<B>>,
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
-impl<B> http_body::Body for Prefixed<B>
+impl<B> Answer<B> {
+    /// The answer, holding `slot` until it ends.
+    pub fn holding(self, slot: tokio::sync::OwnedSemaphorePermit) -> Self {
+        Self {
+            slot: Some(slot),
+            ..self
+        }
+    }
+
+    /// The whole answer, when it came whole with its head (its connection
+    /// is then free already).
+    pub fn whole(&self) -> Option<Bytes> {
+        self.rest.is_none().then(|| self.prefix.clone().unwrap_or_default())
+    }
+
+    /// The same answer (and slot) with `bytes` for its whole body.
+    pub fn with_whole(self, bytes: Bytes) -> Self {
+        Self {
+            prefix: Some(bytes).filter(|b| !b.is_empty()),
+            rest: None,
+            slot: self.slot,
+        }
+    }
+}
+
+impl<B> http_body::Body for Answer<B>
 where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -177,13 +193,19 @@ where
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
         if let Some(prefix) = self.prefix.take() {
-            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(prefix))));
+            return Poll::Ready(Some(Ok(http_body::Frame::data(prefix))));
         }
-        match self.rest.as_mut() {
-            Some(rest) => std::pin::Pin::new(rest).poll_frame(cx),
-            None => std::task::Poll::Ready(None),
+        let frame = match self.rest.as_mut() {
+            Some(rest) => std::task::ready!(std::pin::Pin::new(rest).poll_frame(cx)),
+            None => None,
+        };
+        // Ended or broken: the slot is free now, whenever the body goes.
+        if !matches!(frame, Some(Ok(_))) {
+            self.slot = None;
         }
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -390,7 +412,7 @@ mod tests {
         })
         .await;
         let expected = br#"{"error":{"errorCode":"OK-SEC0012"}}"#;
-        let body = peeked.into_body(Duration::from_secs(1));
+        let body = axum::body::Body::new(peeked.into_answer(Duration::from_secs(1)));
         assert_eq!(http_body::Body::size_hint(&body).exact(), Some(expected.len() as u64));
         let bytes = body.collect().await.expect("whole").to_bytes();
         assert_eq!(bytes, Bytes::from_static(expected));

@@ -121,6 +121,23 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         self.parts().0
     }
+
+    /// How long a login backoff this error met has still to run: the
+    /// call's own login, or the one a managed interaction's start needed.
+    fn backoff(&self) -> Option<std::time::Duration> {
+        let token = match self {
+            ProxyError::Token(t) => t,
+            ProxyError::Interaction(interactions::Error::Start(start)) => match &**start {
+                StartError::Token(t) => t,
+                _ => return None,
+            },
+            _ => return None,
+        };
+        match token {
+            TokenError::Backoff { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
 }
 
 /// A managed interaction's failure: a bad session header is the caller's;
@@ -160,12 +177,9 @@ impl IntoResponse for ProxyError {
         let mut res = (status, error_body(title, code, &self.to_string())).into_response();
         let headers = res.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let retry_after = match &self {
-            ProxyError::Token(TokenError::Backoff { retry_after, .. }) => Some(retry_after.as_secs().max(1)),
-            ProxyError::Overloaded(_) | ProxyError::BufferFull(_) => Some(1),
-            _ => None,
-        };
-        if let Some(secs) = retry_after {
+        // Every 503 says when to come back: a backoff its own wait, others 1 s.
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            let secs = self.backoff().map_or(1, |wait| wait.as_secs().max(1));
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         // The rest of a body that came too slowly is not waited for.

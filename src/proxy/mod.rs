@@ -233,9 +233,11 @@ async fn forward(
         caller_fields.as_ref(),
     )?;
     // A slot is taken once the call is known to be forwarded (refusals
-    // above never wait) and before its body is read.
-    let _permit = match live.in_flight.try_acquire() {
-        Ok(permit) => permit,
+    // above never wait) and before its body is read; the answer holds it
+    // until it has been sent, so `max_in_flight` bounds upstream
+    // connections too, not only calls waiting for an answer head.
+    let slot = match Arc::clone(&live.in_flight).try_acquire_owned() {
+        Ok(slot) => slot,
         // Boxed: waiting is the exception, and this future stays small.
         Err(_) => Box::pin(wait_for_slot(live)).await?,
     };
@@ -248,7 +250,7 @@ async fn forward(
         Api::Search => &live.search,
     };
     let call = Call::new(parts, body, origin, bearer, caller_fields, request_id, config)?.in_session(session);
-    replay::send(live, &app.metrics, &call, principal, info).await
+    replay::send(live, &app.metrics, &call, principal, info, slot).await
 }
 
 /// Reads the request body under the server's rules (boxed by the caller:
@@ -272,9 +274,10 @@ async fn read_body<'a>(
 }
 
 /// Waits up to `server.queue_timeout` for one of the `max_in_flight` slots.
-async fn wait_for_slot(live: &Live) -> Result<tokio::sync::SemaphorePermit<'_>, ProxyError> {
+async fn wait_for_slot(live: &Live) -> Result<tokio::sync::OwnedSemaphorePermit, ProxyError> {
     let server = &live.config.server;
-    match tokio::time::timeout(server.queue_timeout, live.in_flight.acquire()).await {
+    let slot = Arc::clone(&live.in_flight).acquire_owned();
+    match tokio::time::timeout(server.queue_timeout, slot).await {
         Ok(Ok(permit)) => Ok(permit),
         _ => Err(ProxyError::Overloaded(server.max_in_flight)),
     }

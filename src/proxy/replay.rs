@@ -57,16 +57,19 @@ pub struct Call<'a> {
     session: Option<Session<'a>>,
 }
 
+/// An upstream answer as one exchange read it.
+type Upstream = http::Response<body::Answer>;
+
 /// What one exchange came to.
 pub enum Outcome {
     /// An answer for the caller.
-    Answer(Response),
+    Answer(Upstream),
     /// The upstream said the session expired; its answer, in case the
     /// caller is to get it after all.
-    SessionExpired(Response),
+    SessionExpired(Upstream),
     /// `OK-SEC0012` to a call carrying a managed interaction; its answer,
     /// in case the caller is to get it after all.
-    InteractionExpired(Response),
+    InteractionExpired(Upstream),
 }
 
 impl<'a> Call<'a> {
@@ -127,12 +130,15 @@ impl<'a> Call<'a> {
 
 /// Sends `call` as `principal`, and once more after a session error; a
 /// call carrying a managed interaction, also once more after `OK-SEC0012`.
+/// The answer the caller gets holds `slot` (the call's `max_in_flight`
+/// permit) until it has been sent whole or dropped.
 pub async fn send(
     live: &Live,
     metrics: &Metrics,
     call: &Call<'_>,
     principal: PrincipalId,
     info: &mut CallInfo,
+    slot: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<Response, ProxyError> {
     // The managed interaction the call carries (`None`: none, or not yet had).
     let mut carried: Option<Carried> = None;
@@ -146,7 +152,7 @@ pub async fn send(
             carried = Some(Box::pin(session.carried(live, principal, call.caller_fields.as_ref())).await?);
         }
         let fields = carried.as_ref().map(|c| &c.fields).or(call.caller_fields.as_ref());
-        let mut res = match exchange(live, metrics, call, &creds, fields, info).await? {
+        let res = match exchange(live, metrics, call, &creds, fields, info).await? {
             // No call asks for an upgrade: passed on, a 101 would end the
             // caller's connection with nothing to switch to.
             Outcome::Answer(res) if res.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
@@ -170,6 +176,9 @@ pub async fn send(
                 false => res,
             },
         };
+        let (mut head, answer) = res.into_parts();
+        let body = answer_body(&mut head, answer.holding(slot), live, call);
+        let mut res = Response::from_parts(head, body);
         headers::strip_hop_by_hop(res.headers_mut());
         return Ok(res);
     }
@@ -212,41 +221,35 @@ async fn relogin(
 /// lookups and one look at the content type; a JSON answer that came whole
 /// with its head is rewritten at once, keeping an exact `Content-Length`,
 /// or passed on untouched when it names no upstream base.
-fn answer_body(head: &mut http::response::Parts, peeked: body::Peeked, live: &Live, call: &Call<'_>) -> Body {
-    let idle = live.config.upstream.timeout;
+fn answer_body(head: &mut http::response::Parts, answer: body::Answer, live: &Live, call: &Call<'_>) -> Body {
     let Some(links) = &live.links else {
-        return peeked.into_body(idle);
+        return Body::new(answer);
     };
     let headers = &head.headers;
     let located = headers.contains_key(header::LOCATION) || headers.contains_key(header::CONTENT_LOCATION);
     let json = call.parts.method != http::Method::HEAD && links::is_plain_json(headers);
     let host = match call.host() {
         Some(host) if located || json => host,
-        _ => return peeked.into_body(idle),
+        _ => return Body::new(answer),
     };
     if located {
         links.rewrite_headers(&mut head.headers, &Target::at(host));
     }
     if !json {
-        return peeked.into_body(idle);
+        return Body::new(answer);
     }
-    match peeked.into_whole() {
-        Ok(whole) => match links.rewrite_whole(&whole, host) {
-            None => Body::from(whole),
+    match answer.whole() {
+        Some(whole) => match links.rewrite_whole(&whole, host) {
+            None => Body::new(answer),
             Some(rewritten) => {
-                head.headers
-                    .insert(header::CONTENT_LENGTH, HeaderValue::from(rewritten.len()));
-                Body::from(rewritten)
+                head.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(rewritten.len()));
+                Body::new(answer.with_whole(rewritten))
             }
         },
-        Err(peeked) => {
+        None => {
             // The length changes: the answer goes out chunked.
             head.headers.remove(header::CONTENT_LENGTH);
-            Body::new(Rewritten::new(
-                peeked.into_body(idle),
-                Arc::clone(links),
-                Target::at(host),
-            ))
+            Body::new(Rewritten::new(answer, Arc::clone(links), Target::at(host)))
         }
     }
 }
@@ -273,7 +276,7 @@ async fn exchange(
         let head_after = sent.elapsed();
         metrics.upstream_seconds.observe(head_after.as_secs_f64());
         info.upstream = Some(info.upstream.unwrap_or_default() + head_after);
-        let (mut head, incoming) = res.into_parts();
+        let (head, incoming) = res.into_parts();
         let codes = &live.config.tokens.session_error_codes;
         let (expired, peeked) = body::examine(head.status, &head.headers, incoming, codes)
             .await
@@ -281,8 +284,7 @@ async fn exchange(
         // Only a call carrying a managed interaction looks for `OK-SEC0012`.
         let ended =
             !expired && call.session.is_some() && interactions::expired(head.status, &head.headers, &peeked.prefix);
-        let body = answer_body(&mut head, peeked, live, call);
-        let res = Response::from_parts(head, body);
+        let res = http::Response::from_parts(head, peeked.into_answer(timeout));
         Ok::<_, upstream::Error>(match (expired, ended) {
             (true, _) => Outcome::SessionExpired(res),
             (false, true) => Outcome::InteractionExpired(res),

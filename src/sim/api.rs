@@ -8,7 +8,7 @@
 //! * `GET /km/api/{ver}/content/blob?bytes=N[&chunked=1][&fail_after=M][&stall_after=M]` → N pattern bytes
 //! * `GET /km/api/{ver}/content/large?items=N[&stall_after=M]` → a content list of N items, streamed
 //! * `GET /km/api/{ver}/content/slow?ms=N` → the content list, after N ms
-//! * `GET /km/api/{ver}/content/redirect?to=URL` → 302 to URL
+//! * `GET /km/api/{ver}/content/redirect?to=URL[&content_location=URL]` → 302 to URL (and that `Content-Location`)
 //! * `GET /km/api/{ver}/content/echo-error?...` → 400 HTML page echoing the query (see `traps`)
 //! * `GET /km/api/{ver}/content/echo-error-json?...` → 400 JSON whose `title` echoes the query
 //! * `GET /km/api/{ver}/content/upgrade` → an unsolicited `101 Switching Protocols`
@@ -261,11 +261,20 @@ fn large(ctx: &Ctx<'_>, query: &str) -> Result<Response, OracleError> {
     Ok(response)
 }
 
+/// 302 to `to`, and with `content_location=URL` a `Content-Location` too,
+/// each spelled as given (`HTTP://…`, `//host/…`: the spellings kmproxy's
+/// link rewriting must recognise).
 fn redirect(query: &str) -> Result<Response, OracleError> {
+    let value = |name: &str, v: String| {
+        HeaderValue::from_str(&v).map_err(|_| OracleError::invalid_input(format!("{name} is not a valid header value")))
+    };
     let to = param(query, "to")?.ok_or_else(|| OracleError::invalid_input("to=URL is required"))?;
-    let location =
-        HeaderValue::from_str(&to).map_err(|_| OracleError::invalid_input("to is not a valid header value"))?;
-    Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response())
+    let mut response = (StatusCode::FOUND, [(header::LOCATION, value("to", to)?)]).into_response();
+    if let Some(at) = param(query, "content_location")? {
+        let at = value("content_location", at)?;
+        response.headers_mut().insert(header::CONTENT_LOCATION, at);
+    }
+    Ok(response)
 }
 
 fn xml(body: String) -> Response {

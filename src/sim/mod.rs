@@ -112,6 +112,7 @@
 //! * `traps`: misleading answers (echoed error text, unsolicited 101).
 //! * `blob`: the large streamed body.
 //! * `hooks`: the `/__sim/` HTTP hooks.
+//! * `listener`: connections counted as accepted and while open.
 //! * `errors`: Oracle-shaped error bodies in JSON and XML.
 
 mod access;
@@ -123,6 +124,7 @@ mod content;
 mod corpus;
 mod errors;
 mod hooks;
+mod listener;
 mod query;
 mod record;
 mod resources;
@@ -321,9 +323,10 @@ impl Simulator {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        use axum::serve::ListenerExt as _;
-        let shared = Arc::clone(&self.shared);
-        let listener = listener.tap_io(move |_| shared.count_connection());
+        let listener = listener::Counted {
+            inner: listener,
+            shared: Arc::clone(&self.shared),
+        };
         axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown)
             .await
@@ -384,6 +387,17 @@ impl Simulator {
     /// TCP connections accepted so far.
     pub fn connections(&self) -> u64 {
         self.shared.connections()
+    }
+
+    /// TCP connections open now (accepted and not yet closed).
+    pub fn open_connections(&self) -> u64 {
+        self.shared.open_connections()
+    }
+
+    /// The most TCP connections open at once since the counters were last
+    /// reset ([`Simulator::reset_counters`] starts it again from those open).
+    pub fn peak_open_connections(&self) -> u64 {
+        self.shared.peak_open_connections()
     }
 
     /// Hold every login answer back by `d` (after counting it, whatever its
@@ -482,8 +496,9 @@ impl Simulator {
         self.shared.set_delay(d);
     }
 
-    /// Zero the login, request and bearer-session-error counters and forget
-    /// recorded requests and routed paths. Tokens, issued-token history,
+    /// Zero the login, request, connection and bearer-session-error counters
+    /// (the peak of open connections starts again from those open now) and
+    /// forget recorded requests and routed paths. Tokens, issued-token history,
     /// injected faults and modes are kept.
     pub fn reset_counters(&self) {
         self.shared.reset_counters();

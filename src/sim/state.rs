@@ -87,6 +87,10 @@ pub(crate) struct Shared {
     inner: Mutex<Inner>,
     /// TCP connections accepted (counted as they are accepted, outside the lock).
     connections: AtomicU64,
+    /// TCP connections open now, and the most open at once since the
+    /// counters were last reset.
+    open: AtomicU64,
+    peak_open: AtomicU64,
     /// Answer every request with `Connection: close`.
     close_connections: AtomicBool,
     /// Interactions end as they start: every id is refused (`OK-SEC0012`).
@@ -101,6 +105,8 @@ impl Shared {
             config,
             inner: Mutex::new(Inner::default()),
             connections: AtomicU64::new(0),
+            open: AtomicU64::new(0),
+            peak_open: AtomicU64::new(0),
             close_connections: AtomicBool::new(false),
             interactions_die: AtomicBool::new(false),
             session_error_shape: AtomicU8::new(0),
@@ -117,12 +123,28 @@ impl Shared {
         SessionShape::ALL.get(index).copied().unwrap_or_default()
     }
 
-    pub(crate) fn count_connection(&self) {
+    /// A connection was accepted: counted, and open until [`Shared::closed`].
+    pub(crate) fn opened(&self) {
         self.connections.fetch_add(1, Ordering::Relaxed);
+        let open = self.open.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak_open.fetch_max(open, Ordering::Relaxed);
+    }
+
+    /// A connection [`Shared::opened`] counted has closed.
+    pub(crate) fn closed(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
     }
 
     pub(crate) fn connections(&self) -> u64 {
         self.connections.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn open_connections(&self) -> u64 {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn peak_open_connections(&self) -> u64 {
+        self.peak_open.load(Ordering::Relaxed)
     }
 
     pub(crate) fn set_close_connections(&self, on: bool) {
@@ -395,6 +417,8 @@ impl Shared {
         inner.routed.clear();
         inner.bearer_session_error_count = 0;
         self.connections.store(0, Ordering::Relaxed);
+        self.peak_open
+            .store(self.open.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 
     pub(crate) fn reset_faults(&self) {

@@ -5,6 +5,14 @@
 //! reached it (its `Host`). An app that follows `links[].href` then stays
 //! behind the proxy, and its tokens.
 //!
+//! A header names the origin in any spelling a client would follow to the
+//! same place: scheme and host in any letter case, the default port
+//! written out or not, or scheme-relative (`//host/path`, which a client
+//! resolves against the upstream's own scheme). A JSON answer's strings are
+//! matched as the origin is configured (and with JSON's escaped slashes):
+//! they are searched as the body streams, and Oracle writes its links in
+//! one spelling.
+//!
 //! JSON answers are rewritten as they stream: no answer is buffered whole.
 //! A URL split across two pieces of the body is still found, because the
 //! last few bytes of each piece (one needle's length) wait for the next.
@@ -35,10 +43,69 @@ pub struct Links {
 struct Base {
     /// `https://host/prefix`.
     plain: Vec<u8>,
+    /// Its parts, to match a header's spelling of it (`None`: not a URL
+    /// that parses, so only its plain spelling is matched).
+    parts: Option<Parts>,
     /// `"https://host/prefix`: a JSON string value that starts with it.
     quoted: Finder<'static>,
     /// The same with JSON's escaped slashes: `"https:\/\/host\/prefix`.
     escaped: Finder<'static>,
+}
+
+/// A base URL's parts, as a header may spell them.
+struct Parts {
+    /// `http` or `https`, in lower case.
+    scheme: String,
+    /// The host in lower case (an IPv6 literal with its brackets).
+    host: String,
+    /// The port, the scheme's default when none is written.
+    port: u16,
+    /// The path prefix, without its trailing slash (`""` if none).
+    prefix: String,
+}
+
+impl Parts {
+    fn of(url: &str) -> Option<Self> {
+        let uri: http::Uri = url.parse().ok()?;
+        let scheme = uri.scheme_str()?.to_ascii_lowercase();
+        let authority = uri.authority()?;
+        Some(Self {
+            port: authority.port_u16().or_else(|| default_port(&scheme))?,
+            host: authority.host().to_ascii_lowercase(),
+            prefix: uri.path().trim_end_matches('/').to_owned(),
+            scheme,
+        })
+    }
+
+    /// The rest of `url` after this base, when `url` names it in any
+    /// spelling: `scheme://authority` (scheme any case) or `//authority`.
+    fn rest_of<'u>(&self, url: &'u str) -> Option<&'u str> {
+        let (scheme, after) = match url.strip_prefix("//") {
+            Some(after) => (None, after),
+            None => url.split_once("://").map(|(s, after)| (Some(s), after))?,
+        };
+        if scheme.is_some_and(|s| !s.eq_ignore_ascii_case(&self.scheme)) {
+            return None;
+        }
+        let end = after.find(['/', '?', '#']).unwrap_or(after.len());
+        let (authority, rest) = after.split_at(end);
+        if authority.contains('@') {
+            return None; // userinfo: not a link kmproxy would make
+        }
+        let authority: http::uri::Authority = authority.parse().ok()?;
+        let port = authority.port_u16().or_else(|| default_port(&self.scheme))?;
+        let same = authority.host().eq_ignore_ascii_case(&self.host) && port == self.port;
+        let rest = rest.strip_prefix(self.prefix.as_str()).filter(|_| same)?;
+        ends_base(rest.bytes().next()).then_some(rest)
+    }
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" => Some(80),
+        "https" => Some(443),
+        _ => None,
+    }
 }
 
 /// Where a rewritten URL points: kmproxy as the caller reached it.
@@ -72,6 +139,7 @@ impl Links {
         let bases = plain
             .into_iter()
             .map(|plain| {
+                let parts = std::str::from_utf8(&plain).ok().and_then(Parts::of);
                 let mut quoted = b"\"".to_vec();
                 quoted.extend_from_slice(&plain);
                 let escaped = quoted.iter().fold(Vec::new(), |mut v, &b| {
@@ -85,6 +153,7 @@ impl Links {
                     quoted: Finder::new(&quoted).into_owned(),
                     escaped: Finder::new(&escaped).into_owned(),
                     plain,
+                    parts,
                 }
             })
             .collect();
@@ -121,14 +190,18 @@ impl Links {
     }
 
     fn rewrite_url(&self, url: &[u8], to: &Target) -> Option<Bytes> {
+        let text = std::str::from_utf8(url).ok();
         self.bases.iter().find_map(|base| {
-            let rest = url.strip_prefix(base.plain.as_slice())?;
-            ends_base(rest.first().copied()).then(|| {
-                let mut out = BytesMut::with_capacity(to.plain.len() + rest.len());
-                out.extend_from_slice(&to.plain);
-                out.extend_from_slice(rest);
-                out.freeze()
-            })
+            let rest = match (&base.parts, text) {
+                (Some(parts), Some(text)) => parts.rest_of(text)?.as_bytes(),
+                _ => url
+                    .strip_prefix(base.plain.as_slice())
+                    .filter(|rest| ends_base(rest.first().copied()))?,
+            };
+            let mut out = BytesMut::with_capacity(to.plain.len() + rest.len());
+            out.extend_from_slice(&to.plain);
+            out.extend_from_slice(rest);
+            Some(out.freeze())
         })
     }
 
@@ -359,6 +432,45 @@ mod tests {
     }
 
     #[test]
+    fn headers_in_any_spelling_of_an_upstream_origin_are_rewritten() {
+        let links = links();
+        for (location, rewritten) in [
+            (
+                "HTTPS://site-irs.custhelp.com/km/x?y=1",
+                "http://localhost:8080/km/x?y=1",
+            ),
+            ("Https://Site-QP.Custhelp.COM/srt", "http://localhost:8080/srt"),
+            ("https://site-irs.custhelp.com:443/km/x", "http://localhost:8080/km/x"),
+            ("//site-irs.custhelp.com/km/x#f", "http://localhost:8080/km/x#f"),
+            ("//SITE-IRS.custhelp.com", "http://localhost:8080"),
+            ("//site-irs.custhelp.com:443?q", "http://localhost:8080?q"),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(header::LOCATION, HeaderValue::from_static(location));
+            h.insert(header::CONTENT_LOCATION, HeaderValue::from_static(location));
+            links.rewrite_headers(&mut h, &Target::at("localhost:8080"));
+            assert_eq!(h[header::LOCATION], rewritten, "{location}");
+            assert_eq!(h[header::CONTENT_LOCATION], rewritten, "{location}");
+        }
+        for kept in [
+            "http://site-irs.custhelp.com/km/x",
+            "https://site-irs.custhelp.com:8443/km/x",
+            "//site-irs.custhelp.com:80/km/x",
+            "https://site-irs.custhelp.com.evil.example/x",
+            "//site-irs.custhelp.comx/y",
+            "https://user@site-irs.custhelp.com/x",
+            "///site-irs.custhelp.com/x",
+            "/km/api/latest/content?to=https://site-irs.custhelp.com/x",
+            "ftp://site-irs.custhelp.com/x",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(header::LOCATION, HeaderValue::from_static(kept));
+            links.rewrite_headers(&mut h, &Target::at("localhost:8080"));
+            assert_eq!(h[header::LOCATION], kept);
+        }
+    }
+
+    #[test]
     fn a_base_with_a_path_prefix_loses_it() {
         let links = Links::new(["http://gw.local:8000/oracle", "http://gw.local:8000"]);
         let mut h = HeaderMap::new();
@@ -368,6 +480,19 @@ mod tests {
         );
         links.rewrite_headers(&mut h, &Target::at("127.0.0.1:1"));
         assert_eq!(h[header::LOCATION], "http://127.0.0.1:1/km/api/v1/x");
+        h.insert(
+            header::LOCATION,
+            HeaderValue::from_static("HTTP://GW.local:8000/oracle/km"),
+        );
+        links.rewrite_headers(&mut h, &Target::at("127.0.0.1:1"));
+        assert_eq!(
+            h[header::LOCATION],
+            "http://127.0.0.1:1/km",
+            "the prefix is matched in its case"
+        );
+        h.insert(header::LOCATION, HeaderValue::from_static("//gw.local:8000/Oracle/km"));
+        links.rewrite_headers(&mut h, &Target::at("127.0.0.1:1"));
+        assert_eq!(h[header::LOCATION], "http://127.0.0.1:1/Oracle/km", "the origin alone");
     }
 
     #[test]
