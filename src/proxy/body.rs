@@ -158,11 +158,9 @@ pub struct Answer<B = PooledBody> {
 
 impl<B> Answer<B> {
     /// The answer, holding `slot` until it ends.
-    pub fn holding(self, slot: tokio::sync::OwnedSemaphorePermit) -> Self {
-        Self {
-            slot: Some(slot),
-            ..self
-        }
+    pub fn holding(mut self, slot: Option<tokio::sync::OwnedSemaphorePermit>) -> Self {
+        self.slot = slot;
+        self
     }
 
     /// The whole answer, when it came whole with its head (its connection

@@ -57,19 +57,20 @@ pub struct Call<'a> {
     session: Option<Session<'a>>,
 }
 
-/// An upstream answer as one exchange read it.
+/// An upstream answer as one exchange read it, not yet holding a slot.
 type Upstream = http::Response<body::Answer>;
 
 /// What one exchange came to.
 pub enum Outcome {
-    /// An answer for the caller.
-    Answer(Upstream),
+    /// An answer for the caller, holding the call's `max_in_flight` slot.
+    Answer(Response),
     /// The upstream said the session expired; its answer, in case the
-    /// caller is to get it after all.
-    SessionExpired(Upstream),
+    /// caller is to get it after all (boxed: the rare case keeps the
+    /// call's future small).
+    SessionExpired(Box<Upstream>),
     /// `OK-SEC0012` to a call carrying a managed interaction; its answer,
     /// in case the caller is to get it after all.
-    InteractionExpired(Upstream),
+    InteractionExpired(Box<Upstream>),
 }
 
 impl<'a> Call<'a> {
@@ -143,6 +144,14 @@ pub async fn send(
     // The managed interaction the call carries (`None`: none, or not yet had).
     let mut carried: Option<Carried> = None;
     let mut interaction_replayed = false;
+    // Taken by the answer the caller gets.
+    let mut slot = Some(slot);
+    // An expired answer the caller is to get after all.
+    let to_caller = |res: Box<Upstream>, slot: &mut Option<_>| {
+        let (mut head, answer) = res.into_parts();
+        let body = answer_body(&mut head, answer.holding(slot.take()), live, call);
+        Response::from_parts(head, body)
+    };
     loop {
         let creds = live.tokens.credentials(principal).await?;
         // The rarer awaits below are boxed: inline, their futures (a cache
@@ -152,7 +161,7 @@ pub async fn send(
             carried = Some(Box::pin(session.carried(live, principal, call.caller_fields.as_ref())).await?);
         }
         let fields = carried.as_ref().map(|c| &c.fields).or(call.caller_fields.as_ref());
-        let res = match exchange(live, metrics, call, &creds, fields, info).await? {
+        let mut res = match exchange(live, metrics, call, &creds, fields, info, &mut slot).await? {
             // No call asks for an upgrade: passed on, a 101 would end the
             // caller's connection with nothing to switch to.
             Outcome::Answer(res) if res.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
@@ -160,25 +169,22 @@ pub async fn send(
             }
             Outcome::Answer(res) => res,
             // A second session error in a row reaches the caller.
-            Outcome::SessionExpired(res) if info.replayed => res,
+            Outcome::SessionExpired(res) if info.replayed => to_caller(res, &mut slot),
             Outcome::SessionExpired(res) => match Box::pin(relogin(live, metrics, principal, &creds, info)).await {
                 true => continue,
                 // Within `min_relogin_interval` of the last re-login.
-                false => res,
+                false => to_caller(res, &mut slot),
             },
             // A second expired interaction reaches the caller too.
-            Outcome::InteractionExpired(res) if interaction_replayed => res,
+            Outcome::InteractionExpired(res) if interaction_replayed => to_caller(res, &mut slot),
             Outcome::InteractionExpired(res) => match Box::pin(forget_interaction(call, carried.take())).await {
                 true => {
                     interaction_replayed = true;
                     continue;
                 }
-                false => res,
+                false => to_caller(res, &mut slot),
             },
         };
-        let (mut head, answer) = res.into_parts();
-        let body = answer_body(&mut head, answer.holding(slot), live, call);
-        let mut res = Response::from_parts(head, body);
         headers::strip_hop_by_hop(res.headers_mut());
         return Ok(res);
     }
@@ -242,7 +248,8 @@ fn answer_body(head: &mut http::response::Parts, answer: body::Answer, live: &Li
         Some(whole) => match links.rewrite_whole(&whole, host) {
             None => Body::new(answer),
             Some(rewritten) => {
-                head.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(rewritten.len()));
+                head.headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(rewritten.len()));
                 Body::new(answer.with_whole(rewritten))
             }
         },
@@ -255,7 +262,8 @@ fn answer_body(head: &mut http::response::Parts, answer: body::Answer, live: &Li
 }
 
 /// One exchange: sends the call with `creds`, and tells a session error
-/// from an answer, within `upstream.timeout` of sending.
+/// from an answer, within `upstream.timeout` of sending. An answer for the
+/// caller takes `slot`; an expired one leaves it for the replay.
 async fn exchange(
     live: &Live,
     metrics: &Metrics,
@@ -263,6 +271,7 @@ async fn exchange(
     creds: &Credentials,
     fields: Option<&CallerFields>,
     info: &mut CallInfo,
+    slot: &mut Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<Outcome, ProxyError> {
     let timeout = live.config.upstream.timeout;
     let sent = Instant::now();
@@ -284,11 +293,15 @@ async fn exchange(
         // Only a call carrying a managed interaction looks for `OK-SEC0012`.
         let ended =
             !expired && call.session.is_some() && interactions::expired(head.status, &head.headers, &peeked.prefix);
-        let res = http::Response::from_parts(head, peeked.into_answer(timeout));
+        let answer = peeked.into_answer(timeout);
         Ok::<_, upstream::Error>(match (expired, ended) {
-            (true, _) => Outcome::SessionExpired(res),
-            (false, true) => Outcome::InteractionExpired(res),
-            (false, false) => Outcome::Answer(res),
+            (true, _) => Outcome::SessionExpired(Box::new(Response::from_parts(head, answer))),
+            (false, true) => Outcome::InteractionExpired(Box::new(Response::from_parts(head, answer))),
+            (false, false) => {
+                let mut head = head;
+                let body = answer_body(&mut head, answer.holding(slot.take()), live, call);
+                Outcome::Answer(Response::from_parts(head, body))
+            }
         })
     };
     match tokio::time::timeout_at(deadline, exchange).await {
