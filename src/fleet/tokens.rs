@@ -86,14 +86,7 @@ impl Fleet {
         if px == 0 {
             return false;
         }
-        let name = self.key("token", key);
-        let plain = Outgoing {
-            v: token.value.expose_secret(),
-            id: token.id,
-            iss: token.issued_ms,
-            exp: token.expires_ms,
-        };
-        let Some(sealed) = self.seal(&name, &plain) else {
+        let Some((name, sealed)) = self.sealed_token(key, token) else {
             return false;
         };
         let event = FleetEvent::TokenStored { key: key.clone() }.encode(&self.inner.replica);
@@ -162,11 +155,8 @@ impl Fleet {
         }
     }
 
-    /// Stores `token` under `key` only if Redis holds no token there (a
-    /// replica writing its live token back after Redis lost its data);
-    /// returns whether it was written.
-    pub async fn put_token_if_absent(&self, key: &Fingerprint, token: &SharedToken) -> bool {
-        let px = token.remaining().as_millis() as u64;
+    /// `token` sealed under its key name, and that name.
+    fn sealed_token(&self, key: &Fingerprint, token: &SharedToken) -> Option<(String, Vec<u8>)> {
         let name = self.key("token", key);
         let plain = Outgoing {
             v: token.value.expose_secret(),
@@ -174,12 +164,21 @@ impl Fleet {
             iss: token.issued_ms,
             exp: token.expires_ms,
         };
-        let Some(sealed) = self.seal(&name, &plain) else {
-            return false;
-        };
+        let sealed = self.seal(&name, &plain)?;
+        Some((name, sealed))
+    }
+
+    /// Stores `token` under `key` only if Redis holds no token there (a
+    /// replica writing its live token back after Redis lost its data);
+    /// returns whether it was written.
+    pub async fn put_token_if_absent(&self, key: &Fingerprint, token: &SharedToken) -> bool {
+        let px = token.remaining().as_millis() as u64;
         if px == 0 {
             return false;
         }
+        let Some((name, sealed)) = self.sealed_token(key, token) else {
+            return false;
+        };
         let set = redis::cmd("SET")
             .arg(&name)
             .arg(sealed)
