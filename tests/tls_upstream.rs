@@ -162,7 +162,7 @@ async fn an_https_upstream_trusted_by_ca_file_serves_and_a_burst_after_its_conne
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_upstream_certificate_nothing_trusts_is_a_502_naming_tls_and_the_proxy_stays_up() {
+async fn an_upstream_certificate_nothing_trusts_gets_no_request_the_reason_is_shown_and_the_proxy_stays_up() {
     let front = Front::start().await;
     let env = proxy_for(&front, false).await;
     let a = env.get("/km/api/latest/content", &[]).await;
@@ -174,5 +174,8 @@ async fn an_upstream_certificate_nothing_trusts_is_a_502_naming_tls_and_the_prox
     let health = env.admin_get("/healthz").await;
     assert_eq!(health.status, StatusCode::OK, "still up");
     assert_eq!(front.handshakes().1, 0);
+    // Nothing, not even the API user's login and its password, went past TLS.
+    assert_eq!(env.simulator().total_logins(), 0);
+    assert_eq!(env.simulator().request_count(), 0);
     env.stop().await;
 }
