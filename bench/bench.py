@@ -767,6 +767,39 @@ def cmd_report(a):
     def pct(x):
         return "—" if x is None else f"{x * 100:.0f} %"
 
+    # Ratios are paired: each round's kmproxy run against the same round's
+    # nginx run (minutes apart at most), then the median over rounds. The
+    # machine's speed drifts by ±25 % over tens of seconds (shared host), so
+    # a ratio of medians taken from different moments can show a gap that
+    # is only drift; adjacent runs share most of it.
+    RAW = {"p99_ms": ("p99_us", 1e-3), "rss_mib": ("rss_kb", 1 / 1024)}
+
+    def run_value(r, key):
+        k, scale = RAW.get(key, (key, 1))
+        v = r.get(k)
+        return None if v is None else v * scale
+
+    def paired(kind, sc, ref, key):
+        """Median over rounds of SCENARIO's KEY over REF's in the same round."""
+        rs = []
+        for r in wrk:
+            if r["kind"] == kind and r["scenario"] == sc:
+                o = next((x for x in wrk if x["kind"] == kind and x["scenario"] == ref and x["round"] == r["round"]), None)
+                rs.append(ratio(run_value(r, key), run_value(o, key) if o else None))
+        return med(rs)
+
+    def paired_added(kind, sc, ref, base, key="p99_ms"):
+        """Median over rounds of (SC - BASE) / (REF - BASE), e.g. p99 added over direct."""
+        rs = []
+        for r in wrk:
+            if r["kind"] == kind and r["scenario"] == sc:
+                same = {x["scenario"]: x for x in wrk if x["kind"] == kind and x["round"] == r["round"]}
+                if ref in same and base in same:
+                    k_add = run_value(r, key) - run_value(same[base], key)
+                    n_add = run_value(same[ref], key) - run_value(same[base], key)
+                    rs.append(k_add / n_add if n_add > 0 else None)
+        return med(rs)
+
     # ---- is the proxy the bottleneck? (per saturated run, against the same round's direct run)
     DIRECT_OF = {"small": "direct", "small-tls": "direct-tls", "stream": "direct", "stream-tls": "direct-tls"}
     checks = []
@@ -978,7 +1011,7 @@ def cmd_report(a):
 
     # ---- ratios
     ratios = {}
-    L.append("## Ratios (medians of this run)")
+    L.append("## Ratios (paired: each round's kmproxy run over the same round's nginx run, median over rounds)")
     L.append("")
     L.append("| metric | anon / nginx | user / nginx |")
     L.append("|---|---:|---:|")
@@ -1002,7 +1035,7 @@ def cmd_report(a):
         g = G[kind]
         cells = []
         for km_ in ("km-anon", "km-user"):
-            r_ = ratio(g.get(km_ + sfx, {}).get(key), g.get("nginx" + sfx, {}).get(key))
+            r_ = paired(kind, km_ + sfx, "nginx" + sfx, key) if km_ + sfx in g else None
             ratios[f"{km_}{sfx}/nginx{sfx}:{label}"] = r_
             cells.append(fmt(r_, ".2f") + ("×" if r_ is not None else ""))
         if cells != ["—", "—"]:
@@ -1078,8 +1111,8 @@ def cmd_report(a):
         xs = [x for x in xs if x is not None]
         return (max(xs) if hi else min(xs)) if xs else None
 
-    def km_ratios(g, key, sfx):
-        return [ratio(g.get(k + sfx, {}).get(key), g.get("nginx" + sfx, {}).get(key)) for k in ("km-anon", "km-user")]
+    def km_ratios(kind, key, sfx):
+        return [paired(kind, k + sfx, "nginx" + sfx, key) if k + sfx in G[kind] else None for k in ("km-anon", "km-user")]
 
     def both(rs):
         return f"anon {fmt(rs[0], '.2f')}×, user {fmt(rs[1], '.2f')}×"
@@ -1092,9 +1125,10 @@ def cmd_report(a):
         g = G[kind]
         if dsc not in g or ngx not in g or km_ not in g:
             return None, None, None
+        # The µs figures are medians; the ratio is paired per round.
         n_add = g[ngx]["p99_ms"] - g[dsc]["p99_ms"]
         k_add = g[km_]["p99_ms"] - g[dsc]["p99_ms"]
-        return (k_add / n_add if n_add > 0 else None), k_add, n_add
+        return paired_added(kind, km_, ngx, dsc), k_add, n_add
 
     targets = []
     for label, key, kind, sfx, lim, hi in (
@@ -1103,7 +1137,7 @@ def cmd_report(a):
         ("requests/s on one core, plaintext upstream", "rps", "small", "", 0.95, False),
         ("requests/s on one core, HTTPS upstream", "rps", "small-tls", "-tls", 1.1, False),
     ):
-        rs = km_ratios(G[kind], key, sfx)
+        rs = km_ratios(kind, key, sfx)
         w_ = worst(rs, hi)
         ok = None if w_ is None else (w_ <= lim if hi else w_ >= lim)
         targets.append({"target": label, "measured": both(rs), "goal": f"{'≤' if hi else '≥'} {lim}× nginx",
@@ -1129,7 +1163,7 @@ def cmd_report(a):
     L.append("Judged on the worse of the anonymous and console-user principals where both run.")
     L.append("")
 
-    st_r = ratio(G["stream"].get("km-anon", {}).get("mibps"), G["stream"].get("nginx", {}).get("mibps"))
+    st_r = paired("stream", "km-anon", "nginx", "mibps")
     other = [
         {"target": "streaming ≥ 0.9× nginx (plaintext)", "measured": f"{fmt(st_r, '.2f')}×", "met": None if st_r is None else st_r >= 0.9},
         {"target": "peak RSS ≤ 30 MiB streaming 200 MiB", "measured": f"{fmt(sp['km_hwm_kb'] / 1024 if sp else None, '.1f')} MiB", "met": None if not sp else sp["km_hwm_kb"] / 1024 <= 30},
