@@ -76,18 +76,13 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response {
     };
     // Boxed: the call's future is then a few hundred bytes, cheap for
     // hyper to move and store, where inline it would be several KiB.
-    let forwarding = Box::pin(forward(&app, &live, &head, &mut body, &id, &mut info).instrument(span.clone()));
+    // (The box is made first and instrumented after: the future is
+    // written into its box once, not into an `Instrumented` and again.)
+    let forwarding = Box::pin(forward(&app, &live, &head, &mut body, &id, &mut info)).instrument(span.clone());
     let mut res = match forwarding.await {
         Ok(res) => res,
-        Err(e) => {
-            span.in_scope(|| log_refusal(&e));
-            let mut res = e.into_response();
-            // A refused upload is read and thrown away up to twice
-            // `max_body` (the rest of a body just over it), no further.
-            let linger_max = 2 * live.config.server.max_body as u64;
-            early::settle(body, parts.version, deadline, linger_max, &mut res).await;
-            res
-        }
+        // Boxed too: a refusal's settling would double this future's size.
+        Err(e) => Box::pin(refuse(e, &live, &span, body, parts.version, deadline)).await,
     };
     res.headers_mut().insert(REQUEST_ID, id);
     let status = res.status().as_u16();
@@ -95,6 +90,25 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response {
         span.in_scope(|| access_line(&live, &app, &parts, &info, status, started));
     }
     count(&live, &app, &info, status);
+    res
+}
+
+/// The answer to a call refused or failed before it was answered, settled
+/// so that the connection stays usable ([`early`]).
+async fn refuse(
+    e: ProxyError,
+    live: &Live,
+    span: &tracing::Span,
+    body: Incoming,
+    version: http::Version,
+    deadline: Option<tokio::time::Instant>,
+) -> Response {
+    span.in_scope(|| log_refusal(&e));
+    let mut res = e.into_response();
+    // A refused upload is read and thrown away up to twice `max_body` (the
+    // rest of a body just over it), no further.
+    let linger_max = 2 * live.config.server.max_body as u64;
+    early::settle(body, version, deadline, linger_max, &mut res).await;
     res
 }
 
