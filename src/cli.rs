@@ -140,12 +140,15 @@ fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal as _;
+    let terminal = std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+        .with_ansi(terminal);
     match format {
-        LogFormat::Human => builder.init(),
+        LogFormat::Human if terminal => builder.init(),
+        // The same lines, written for less (see `logfmt`).
+        LogFormat::Human => builder.fmt_fields(crate::logfmt::plain_fields()).init(),
         LogFormat::Json => builder.json().init(),
     }
 }

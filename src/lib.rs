@@ -41,10 +41,12 @@
 //!   connections, and its typed errors.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`config`] and [`secret`]: the TOML file, validated; secrets redacted.
+//! - [`logfmt`]: the human-readable log's fields, written for less.
 //! - [`sim`]: the Knowledge Advanced simulator (demo, tests, compose); it
 //!   imports nothing from the proxy.
 
 pub mod cli;
+pub mod logfmt;
 pub mod probe;
 pub mod output;
 pub mod demo;
