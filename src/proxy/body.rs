@@ -165,8 +165,9 @@ impl<B> Answer<B> {
 
     /// The whole answer, when it came whole with its head (its connection
     /// is then free already).
-    pub fn whole(&self) -> Option<Bytes> {
-        self.rest.is_none().then(|| self.prefix.clone().unwrap_or_default())
+    pub fn whole(&self) -> Option<&Bytes> {
+        static EMPTY: Bytes = Bytes::new();
+        self.rest.is_none().then(|| self.prefix.as_ref().unwrap_or(&EMPTY))
     }
 
     /// The same answer (and slot) with `bytes` for its whole body.

@@ -245,7 +245,7 @@ fn answer_body(head: &mut http::response::Parts, answer: body::Answer, live: &Li
         return Body::new(answer);
     }
     match answer.whole() {
-        Some(whole) => match links.rewrite_whole(&whole, host) {
+        Some(whole) => match links.rewrite_whole(whole, host) {
             None => Body::new(answer),
             Some(rewritten) => {
                 head.headers
