@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod fleet_support;
 mod redis_server;
 
 use std::io::Write;
@@ -17,11 +18,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::future::join_all;
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::{Method, StatusCode};
 use kmproxy::app::App;
 use kmproxy::config::Config;
 use kmproxy::fleet::CacheState;
@@ -40,7 +37,7 @@ const AGENT: &[(&str, &str)] = &[("x-kmproxy-key", common::HELPDESK_KEY)];
 const WEB: &[(&str, &str)] = &[("x-kmproxy-key", common::HELPDESK_KEY), ("x-kmproxy-act-as", "web")];
 const CONTENT: &str = "/km/api/latest/content";
 
-type Http = Client<HttpConnector, Full<Bytes>>;
+use fleet_support::{send, Http};
 
 /// One kmproxy replica.
 struct Replica {
@@ -131,7 +128,7 @@ impl Fleet {
             url: redis.url(),
             redis: Mutex::new(redis),
             replicas,
-            http: Client::builder(TokioExecutor::new()).build_http(),
+            http: fleet_support::http(),
         }
     }
 
@@ -146,30 +143,12 @@ impl Fleet {
     }
 }
 
-async fn send(
-    http: &Http,
-    addr: SocketAddr,
-    method: Method,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (StatusCode, Bytes) {
-    let mut req = Request::builder().method(method).uri(format!("http://{addr}{path}"));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let res = http.request(req.body(Full::default()).unwrap()).await.unwrap();
-    let status = res.status();
-    (status, res.into_body().collect().await.unwrap().to_bytes())
-}
-
 async fn call(f: &Fleet, replica: usize, headers: &[(&str, &str)]) -> (StatusCode, Bytes) {
     send(&f.http, f.replicas[replica].proxy, Method::GET, CONTENT, headers).await
 }
 
 async fn status(http: &Http, r: &Replica) -> serde_json::Value {
-    let (code, body) = send(http, r.admin, Method::GET, "/status", &[]).await;
-    assert_eq!(code, StatusCode::OK);
-    serde_json::from_slice(&body).unwrap()
+    fleet_support::status(http, r.admin).await
 }
 
 fn logins(sim: &Simulator, kind: LoginKind, user: Option<&str>, outcome: LoginOutcome) -> u64 {
@@ -335,11 +314,7 @@ async fn a_wrong_password_on_four_replicas_is_tried_once_and_a_reset_allows_one_
 
 /// Whether `r`'s `/status` shows the agent's login parked.
 async fn agent_parked(http: &Http, r: &Replica) -> bool {
-    let s = status(http, r).await;
-    let principals = s["principals"].as_array().unwrap();
-    let agent = principals.iter().find(|p| p["name"] == "agent").unwrap();
-    assert_eq!(agent["kind"], "account", "{s}");
-    !agent["parked"].is_null()
+    fleet_support::agent_parked(http, r.admin).await
 }
 
 /// Polls `r`'s `/status` until the agent is `parked` (or not); fails after `within`.
@@ -392,7 +367,7 @@ async fn a_reset_said_while_a_replica_is_away_from_redis_reaches_it_when_it_rejo
         redis: Mutex::new(redis),
         url,
         replicas,
-        http: Client::builder(TokioExecutor::new()).build_http(),
+        http: fleet_support::http(),
     };
     let rejected = |f: &Fleet| logins(f.sim(), LoginKind::Account, Some("okcsuser"), LoginOutcome::Rejected);
     let parked_answers = |answers: Vec<(StatusCode, Bytes)>| {
@@ -614,7 +589,7 @@ async fn a_wrong_redis_password_degrades_with_a_clear_reason_and_the_password_in
     let sim = Simulator::spawn(SimConfig::default()).await.unwrap();
     let extra = format!("username = \"kmproxy\"\npassword = \"{WRONG}\"");
     let r = Replica::start(&sim, &redis.url(), KEY_A, &extra, |_| {}).await;
-    let http: Http = Client::builder(TokioExecutor::new()).build_http();
+    let http: Http = fleet_support::http();
     r.cache_becomes(Duration::from_secs(5), |s| {
         matches!(s, CacheState::Degraded(kmproxy::fleet::DegradedReason::AuthFailed(_)))
     })

@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod fleet_support;
 mod kmproxy_process;
 mod redis_server;
 
@@ -19,11 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::HELPDESK_KEY;
 use futures_util::future::join_all;
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::{Method, StatusCode};
 use kmproxy::config::sample::{file, ConfigToml};
 use kmproxy::sim::{LoginKind, LoginOutcome, SimConfig, SimHandle, Simulator};
 use kmproxy_process::KmproxyProcess;
@@ -34,7 +31,7 @@ const PUBLIC: &[(&str, &str)] = &[];
 const AGENT: &[(&str, &str)] = &[("x-kmproxy-key", HELPDESK_KEY)];
 const WEB: &[(&str, &str)] = &[("x-kmproxy-key", HELPDESK_KEY), ("x-kmproxy-act-as", "web")];
 
-type Http = Client<HttpConnector, Full<Bytes>>;
+use fleet_support::Http;
 
 /// The config of every process: principals `public`, `agent` (console
 /// user okcsuser, password `agent_password`) and `web` (web user), the
@@ -81,7 +78,7 @@ impl Fleet {
             sim,
             procs,
             _redis: redis,
-            http: Client::builder(TokioExecutor::new()).build_http(),
+            http: fleet_support::http(),
         };
         for p in &fleet.procs {
             fleet.cache_ok(p).await;
@@ -113,27 +110,16 @@ impl Fleet {
         path: &str,
         headers: &[(&str, &str)],
     ) -> (StatusCode, Bytes) {
-        let mut req = Request::builder().method(method).uri(format!("http://{addr}{path}"));
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let res = self.http.request(req.body(Full::default()).unwrap()).await.unwrap();
-        let status = res.status();
-        (status, res.into_body().collect().await.unwrap().to_bytes())
+        fleet_support::send(&self.http, addr, method, path, headers).await
     }
 
     async fn status(&self, p: &KmproxyProcess) -> serde_json::Value {
-        let (code, body) = self.send(p.admin, Method::GET, "/status", &[]).await;
-        assert_eq!(code, StatusCode::OK);
-        serde_json::from_slice(&body).unwrap()
+        fleet_support::status(&self.http, p.admin).await
     }
 
     /// Whether `p`'s `/status` shows the agent's login parked.
     async fn agent_parked(&self, p: &KmproxyProcess) -> bool {
-        let s = self.status(p).await;
-        let principals = s["principals"].as_array().unwrap();
-        let agent = principals.iter().find(|p| p["name"] == "agent").unwrap();
-        !agent["parked"].is_null()
+        fleet_support::agent_parked(&self.http, p.admin).await
     }
 
     /// `n` calls at once, spread over every process, cycling through `who`.

@@ -145,6 +145,8 @@ async fn unread_http2_answers_end_after_the_send_timeout_while_other_callers_are
     let stalled = Instant::now();
     assert_eq!(unread.statuses(StatusCode::OK), streams);
     assert!(env.simulator().open_connections() >= streams as u64);
+    // Held before the timeout: each unread answer keeps its slot.
+    assert_eq!(calls_in_flight(&env).await, streams as i64);
     // Meanwhile an ordinary caller is served at once, a whole blob too.
     let started = Instant::now();
     assert_eq!(env.get(CONTENT, &[]).await.status, StatusCode::OK);
@@ -185,6 +187,7 @@ async fn unread_http1_answers_end_after_the_send_timeout_while_other_callers_are
         unread.push(s);
     }
     assert!(env.simulator().open_connections() >= 8);
+    assert_eq!(calls_in_flight(&env).await, 8);
     let started = Instant::now();
     assert_eq!(env.get(CONTENT, &[]).await.status, StatusCode::OK);
     assert!(started.elapsed() < STALL, "served after {:?}", started.elapsed());
